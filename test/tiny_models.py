@@ -1,0 +1,65 @@
+"""Tiny randomly initialised HF models built from configs, saved as local safetensors checkpoints."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from owled_ros.model.lm import default_lm_dir
+
+VOCAB = 49152  # the default tokenizer's vocabulary, reused so tiny LMs can talk
+
+
+def tokenizer():
+    return AutoTokenizer.from_pretrained(default_lm_dir())
+
+
+def text_config(family: str):
+    from transformers import GemmaConfig, LlamaConfig, Qwen2Config
+
+    common = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    if family == "llama":
+        return LlamaConfig(**common, tie_word_embeddings=True)
+    if family == "qwen2":
+        return Qwen2Config(**common)
+    if family == "gemma":
+        return GemmaConfig(**common, head_dim=8)
+    raise ValueError(family)
+
+
+def save_tiny_lm(family: str, out: Path) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(text_config(family))
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer().save_pretrained(out)
+    return out
+
+
+def vision_config(kind: str):
+    from transformers import CLIPVisionConfig, SiglipVisionConfig
+
+    common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8)
+    return CLIPVisionConfig(**common) if kind == "clip" else SiglipVisionConfig(**common)
+
+
+def save_tiny_tower(kind: str, out: Path) -> Path:
+    from transformers import CLIPVisionModel, SiglipVisionModel
+
+    torch.manual_seed(0)
+    model = (CLIPVisionModel if kind == "clip" else SiglipVisionModel)(vision_config(kind))
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def save_tiny_llava(out: Path) -> Path:
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = LlavaConfig(vision_config=vision_config("clip"), text_config=text_config("llama"), image_token_index=VOCAB - 1)
+    LlavaForConditionalGeneration(config).save_pretrained(out, safe_serialization=True)
+    tokenizer().save_pretrained(out)
+    return out
