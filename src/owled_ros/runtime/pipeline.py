@@ -1,0 +1,181 @@
+"""DrivingPipeline: one camera frame (and the ego state) -> scene description and action.
+
+The model is asked one question per frame (prompt.FRAME_QUESTION) and answers
+"<description> Action: <action phrase>. <reason>". The answer is split on
+prompt.ACTION_MARKER: the description goes to data.describe.parse_description, the
+action phrase to vocab.Action.from_text, the rest is the reasoning.
+
+Confidence is the probability the model gave to the action it chose: the product of
+the greedy-decoding probabilities (Generation.token_probs) of the tokens that spell the
+action phrase after the marker. It is 0 when no action could be read from the answer.
+
+A stale vehicle state is neither shown to the model nor used for the target speed: an
+old speed misleads more than "Speed unknown.".
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from owled_ros.data.describe import parse_description
+from owled_ros.model.checkpoint import load_vlm, resolve_model_dir
+from owled_ros.model.prompt import ACTION_MARKER, FRAME_QUESTION
+from owled_ros.model.vlm import DrivingVLM, Generation
+from owled_ros.schema import ActionResult, FrameResult, VehicleState
+from owled_ros.vocab import Action
+
+SLOW_DOWN_FACTOR = 0.7
+ACCELERATE_STEP_MPS = 2.0
+_SENTENCE_END = re.compile(r"\.(?:\s|$)")  # a period not inside a number such as 5.5
+_TARGET = re.compile(r"\btarget(?:\s+speed)?(?:\s+of)?\s*:?\s*(\d+(?:\.\d+)?)\s*m/s", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    max_new_tokens: int = 64
+    question: str = FRAME_QUESTION
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not self.question.strip():
+            raise ValueError("question must not be empty")
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    description: str
+    action: Action
+    reasoning: str
+    stated_target_mps: float | None
+    confidence: float
+
+
+def _action_span(text: str) -> tuple[Action, int, int]:
+    """(action, start, end) of the action phrase after the marker in `text`; (UNKNOWN, -1, -1) if none."""
+    cut = text.find(ACTION_MARKER)
+    if cut < 0:
+        return Action.UNKNOWN, -1, -1
+    start = cut + len(ACTION_MARKER)
+    end_match = _SENTENCE_END.search(text, start)
+    phrase = text[start : end_match.start() if end_match else len(text)]
+    action = Action.from_text(phrase)
+    if action is Action.UNKNOWN:
+        return action, -1, -1
+    pos = start + phrase.lower().replace("_", " ").find(action.phrase)
+    return action, pos, pos + len(action.phrase)
+
+
+def action_confidence(gen: Generation) -> float:
+    """Product of the probabilities of the generated tokens that overlap the action phrase.
+
+    The span is located in the concatenation of the per-token texts, so character offsets
+    map to tokens exactly even where the full decode differs (stripping, special tokens).
+    """
+    raw = "".join(gen.token_texts)
+    action, start, end = _action_span(raw)
+    if action is Action.UNKNOWN:
+        return 0.0
+    prob, offset = 1.0, 0
+    for tok, p in zip(gen.token_texts, gen.token_probs):
+        if offset < end and offset + len(tok) > start:
+            prob *= p
+        offset += len(tok)
+    return prob
+
+
+def parse_answer(gen: Generation) -> ParsedAnswer:
+    """Split "<description> Action: <phrase>. <reason>"; no marker means no action (UNKNOWN)."""
+    text = gen.text.strip()
+    cut = text.find(ACTION_MARKER)
+    if cut < 0:
+        return ParsedAnswer(text, Action.UNKNOWN, "", None, 0.0)
+    after = text[cut + len(ACTION_MARKER) :]
+    end_match = _SENTENCE_END.search(after)
+    reasoning = after[end_match.end() :].strip() if end_match else ""
+    target = _TARGET.search(after)
+    return ParsedAnswer(
+        description=text[:cut].strip(),
+        action=_action_span(text)[0],
+        reasoning=reasoning,
+        stated_target_mps=float(target.group(1)) if target else None,
+        confidence=action_confidence(gen),
+    )
+
+
+def rule_target_speed(action: Action, speed_mps: float | None) -> float | None:
+    """Target speed when the model stated none: stop -> 0, slow down -> 0.7 v, keep -> v, accelerate -> v + 2."""
+    if action is Action.STOP:
+        return 0.0
+    if speed_mps is None or action is Action.UNKNOWN:
+        return None
+    if action is Action.SLOW_DOWN:
+        return SLOW_DOWN_FACTOR * speed_mps
+    if action is Action.ACCELERATE:
+        return speed_mps + ACCELERATE_STEP_MPS
+    return speed_mps  # keep speed, change lane
+
+
+def model_id(vlm: DrivingVLM, model_dir: Path | None = None) -> str:
+    """Model name plus pruning summary (from prune_report.json), so recorded bags say what produced them."""
+    name = str(vlm.meta.get("name") or vlm.meta.get("source") or (model_dir.name if model_dir else "unnamed"))
+    notes = []
+    report_file = model_dir / "prune_report.json" if model_dir else None
+    if report_file is not None and report_file.is_file():
+        try:
+            report = json.loads(report_file.read_text())
+            overall = float(report["achieved_sparsity"]["overall"])
+            notes.append(f"{report['method']}/{report['ratios']} {overall:.0%} sparse")
+        except (ValueError, KeyError, TypeError):
+            notes.append("unreadable prune_report.json")
+    if vlm.meta.get("trained") is False:
+        notes.append("untrained")
+    return f"{name} ({', '.join(notes)})" if notes else name
+
+
+class DrivingPipeline:
+    """Single-threaded by design: the ROS node calls `run` from one worker thread."""
+
+    def __init__(self, vlm: DrivingVLM, config: PipelineConfig, model_id_text: str | None = None) -> None:
+        self.vlm = vlm
+        self.config = config
+        self.model_id = model_id_text or model_id(vlm)
+        self._encoded_at = 0.0
+        # The projector runs once per generate(), right after the encoder: its end splits encode from generate.
+        vlm.projector.register_forward_hook(self._mark_encoded)
+
+    def _mark_encoded(self, *_: object) -> None:
+        self._encoded_at = time.perf_counter()
+
+    def run(self, image_rgb: np.ndarray, state: VehicleState | None, state_fresh: bool) -> FrameResult:
+        if image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or 0 in image_rgb.shape:
+            raise ValueError(f"image must be H x W x 3 uint8 RGB, got {image_rgb.dtype} {image_rgb.shape}")
+        model_state = state if state_fresh else None
+        start = self._encoded_at = time.perf_counter()
+        gen = self.vlm.generate([image_rgb], [model_state], [self.config.question], self.config.max_new_tokens)[0]
+        generated = time.perf_counter()
+        encoded = self._encoded_at
+        parsed = parse_answer(gen)
+        speed = model_state.speed_mps if model_state is not None else None
+        target = parsed.stated_target_mps if parsed.stated_target_mps is not None else rule_target_speed(parsed.action, speed)
+        action = ActionResult(parsed.action, target, parsed.confidence, parsed.reasoning)
+        scene = parse_description(parsed.description)
+        done = time.perf_counter()
+        return FrameResult(
+            scene=scene,
+            action=action,
+            latency_ms=(done - start) * 1e3,
+            state_fresh=state_fresh,
+            timings_ms={"encode": (encoded - start) * 1e3, "generate": (generated - encoded) * 1e3},
+        )
+
+
+def load_pipeline(model_spec: str | Path, config: PipelineConfig) -> DrivingPipeline:
+    """`default`, an owled model directory or a LLaVA directory -> a ready pipeline."""
+    vlm = load_vlm(model_spec)
+    return DrivingPipeline(vlm, config, model_id(vlm, resolve_model_dir(model_spec)))
