@@ -1,0 +1,45 @@
+"""`owled train`: train the default model's projector (and LoRA) on generated driving scenes."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from owled_ros.train.trainer import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train the default model's projector + LoRA on generated scenes (CPU)")
+    p.add_argument("--out", default="models/default", help="model directory to write (projector, lora, config)")
+    p.add_argument("--work-dir", default="runs/train", help="checkpoints for --resume")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work-dir")
+    p.add_argument("--scenes", type=int, default=d.scenes, help="generated training scenes")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lora-rank", type=int, default=d.lora_rank)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from owled_ros.errors import OwledError
+    from owled_ros.train.trainer import TrainConfig, train
+
+    for name in ("scenes", "steps", "batch", "lora_rank", "checkpoint_every"):
+        if getattr(args, name) < 1:
+            raise OwledError(f"--{name.replace('_', '-')} must be at least 1")
+    if not args.lr > 0:
+        raise OwledError("--lr must be positive")
+    cfg = TrainConfig(
+        scenes=args.scenes, steps=args.steps, batch=args.batch, lr=args.lr, lora_rank=args.lora_rank,
+        seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads,
+    )
+    command = "owled " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    out = train(Path(args.out), Path(args.work_dir), cfg, args.resume, command)
+    print(f"trained model written to {out}")
+    return 0

@@ -1,0 +1,1 @@
+"""Training the default model's projector and LoRA adapters on generated driving scenes."""

