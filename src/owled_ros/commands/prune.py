@@ -1,0 +1,117 @@
+"""`owled prune`: calibrate, prune (magnitude / Wanda / SparseGPT, uniform or OWL ratios), save.
+
+Targets: --llm-sparsity and --encoder-sparsity default from --sparsity S; the encoder
+gets S/4 by default (the more sensitive part, see prune/config.py) and stays dense under
+text calibration (wiki has no images) or with --nm (S/4 has no N:M form).
+--nm N:M prunes every pruned part in N:M groups along the input dimension (2:4 is what
+sparse tensor cores run) with uniform ratios: the reference's OWL + N:M mixes different
+N per layer, which no N:M hardware runs, so an explicit --ratios owl with --nm is refused.
+The output directory is built beside --out under a temporary name and renamed at the
+end: an interrupted or failed run leaves nothing.
+"""
+from __future__ import annotations
+
+import argparse
+
+from owled_ros.data.calibration import SOURCES, check_source
+from owled_ros.prune.config import DEFAULT_ENCODER_SHARE, DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M, METHODS, RATIOS
+
+
+def _source(value: str) -> str:
+    try:
+        return check_source(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="prune the model with OWL / Wanda / SparseGPT and save it")
+    p.add_argument("--model", default="default", help="model directory, or 'default'")
+    p.add_argument("--method", choices=METHODS, default="wanda")
+    p.add_argument("--ratios", choices=RATIOS, default=None, help="per-block sparsity: uniform, or OWL's outlier-weighted (default owl; uniform with --nm)")
+    p.add_argument("--sparsity", type=float, default=None, help="target sparsity S in [0, 1) (default N/M with --nm)")
+    p.add_argument("--encoder-sparsity", type=float, default=None, help=f"encoder target (default {DEFAULT_ENCODER_SHARE:g} * S; 0 for wiki or --nm)")
+    p.add_argument("--llm-sparsity", type=float, default=None, help="LM target (default S)")
+    p.add_argument("--nm", default=None, metavar="N:M", help="N:M semi-structured sparsity, e.g. 2:4 (uniform ratios only)")
+    p.add_argument("--owl-m", type=float, default=DEFAULT_OWL_M, help="outlier threshold: scores above M * mean")
+    p.add_argument("--owl-lambda", type=float, default=DEFAULT_OWL_LAMBDA, help="block sparsities lie in S +- lambda")
+    p.add_argument("--calib", type=_source, default="scenes", metavar="SOURCE", help=f"calibration data: {', '.join(SOURCES)}")
+    p.add_argument("--calib-samples", type=int, default=64, help="images, or text windows for wiki")
+    p.add_argument("--seqlen", type=int, default=512, help="text window length (wiki)")
+    p.add_argument("--out", required=True, help="output model directory (must not exist)")
+
+
+def _parse_nm(text: str | None) -> tuple[int, int] | None:
+    from owled_ros.errors import OwledError
+
+    if text is None:
+        return None
+    try:
+        n, m = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise OwledError(f"--nm must look like N:M (e.g. 2:4), got {text!r}") from None
+    if not 0 < n < m:
+        raise OwledError(f"--nm {text}: needs 0 < N < M")
+    return n, m
+
+
+def _config(args: argparse.Namespace):
+    from owled_ros.errors import OwledError
+    from owled_ros.prune.config import PruneConfig
+
+    nm = _parse_nm(args.nm)
+    for flag in ("sparsity", "encoder_sparsity", "llm_sparsity"):
+        value = getattr(args, flag)
+        if value is not None and not 0.0 <= value < 1.0:
+            raise OwledError(f"--{flag.replace('_', '-')} must lie in [0, 1), got {value}")
+    target = args.sparsity if args.sparsity is not None else (nm[0] / nm[1] if nm else None)
+    llm = args.llm_sparsity if args.llm_sparsity is not None else target
+    if llm is None:
+        raise OwledError("give --sparsity (or --llm-sparsity, or --nm)")
+    default_encoder = 0.0 if nm or args.calib == "wiki" else DEFAULT_ENCODER_SHARE * (target if target is not None else llm)
+    encoder = args.encoder_sparsity if args.encoder_sparsity is not None else default_encoder
+    if args.calib == "wiki" and encoder > 0:
+        raise OwledError("--calib wiki has no images to calibrate the encoder; use --encoder-sparsity 0 or an image source")
+    if args.calib_samples < 1:
+        raise OwledError(f"empty calibration set: --calib-samples must be at least 1, got {args.calib_samples}")
+    if args.seqlen < 2:
+        raise OwledError(f"--seqlen must be at least 2, got {args.seqlen}")
+    try:
+        ratios = args.ratios or ("uniform" if nm else "owl")
+        return PruneConfig(args.method, ratios, encoder, llm, nm, args.owl_m, args.owl_lambda)
+    except ValueError as err:
+        raise OwledError(str(err)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from owled_ros.data.calibration import load_calibration
+    from owled_ros.errors import OwledError
+    from owled_ros.model.checkpoint import load_vlm
+    from owled_ros.prune.report import build_report
+    from owled_ros.prune.save import write_pruned
+    from owled_ros.prune.vlm import prune_vlm
+
+    config = _config(args)
+    out = Path(args.out)
+    if out.exists():
+        raise OwledError(f"{out}: already exists (choose another --out or remove it)")
+    start = time.perf_counter()
+    vlm = load_vlm(args.model)
+    calib = load_calibration(args.calib, args.calib_samples, vlm.tokenizer, args.seqlen)
+    parts = prune_vlm(vlm, calib, config)
+    calibration = {
+        "source": calib.source,
+        "samples": calib.samples,
+        "seqlen": int(calib.windows.shape[1]) if calib.windows is not None else None,
+    }
+    report = build_report(config, parts, calibration, time.perf_counter() - start)
+    write_pruned(vlm, report, out)
+    achieved = report["achieved_sparsity"]
+    print(
+        f"pruned {config.method}/{config.ratios}: encoder {achieved['encoder']:.3f}, llm {achieved['llm']:.3f}, "
+        f"overall {achieved['overall']:.3f} in {report['seconds']:.0f} s, peak {report['peak_rss_mb']:.0f} MB -> {out}"
+    )
+    return 0

@@ -1,0 +1,146 @@
+"""The calibration pipeline, written once for every method: capture, observe, walk.
+
+1. `capture` runs the real model on each calibration batch with every block's forward
+   swapped for a recorder: block 0's input is kept, and each block's other arguments
+   (attention mask, position embeddings, ...) are kept exactly as the model passed them.
+   Recording every block, not only block 0, keeps per-layer arguments right (sliding-
+   window layers get another mask); the recorders return their input unchanged and the
+   last one raises, so no block computes and nothing after the blocks runs.
+2. `walk` visits the blocks in order. For block k it runs all batches with hooks on the
+   prunable layers (`observe`) that sum each layer's input statistics, hands them to a
+   visitor (score, mask, prune), re-runs block k with its new weights, and the outputs
+   replace the inputs as block k+1's inputs. Peak memory: the model, the captured
+   block-0 inputs and one working set of block activations, never the whole model's.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from owled_ros.prune.layers import Block, input_rows
+
+
+class _Stop(Exception):
+    """Raised by the last recorder: the model's forward ends there."""
+
+
+@dataclass
+class BlockCall:
+    """How the model called one block for one batch, minus the hidden state."""
+
+    args: tuple
+    kwargs: dict
+
+
+@dataclass
+class Captured:
+    hidden: list[torch.Tensor]  # block 0's input, one per batch
+    calls: list[list[BlockCall]]  # [block][batch]
+
+
+@torch.no_grad()
+def capture(blocks: list[nn.Module], run_model: Callable[[Any], object], batches: Iterable[Any]) -> Captured:
+    """Inputs of block 0 and every block's call arguments, for each batch given to `run_model`."""
+    captured = Captured([], [[] for _ in blocks])
+
+    def recorder(k: int) -> Callable:
+        def forward(hidden: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            if k == 0:
+                captured.hidden.append(hidden.detach())
+            captured.calls[k].append(BlockCall(args, kwargs))
+            if k == len(blocks) - 1:
+                raise _Stop
+            return hidden
+
+        return forward
+
+    for k, block in enumerate(blocks):
+        block.forward = recorder(k)
+    try:
+        for batch in batches:
+            try:
+                run_model(batch)
+            except _Stop:
+                pass
+            else:
+                raise RuntimeError("the model's forward never reached its last block")
+    finally:
+        for block in blocks:
+            del block.forward
+    return captured
+
+
+@dataclass
+class LayerStats:
+    """Sums over every calibration row x (a token, or a pixel of a conv input)."""
+
+    sq_sum: torch.Tensor  # (in,): sum of x_j^2, so ||X_j||_2 = sqrt(sq_sum)
+    hessian: torch.Tensor | None = None  # (in, in): sum of x x^T (SparseGPT only)
+    rows: int = 0
+
+    @property
+    def norm(self) -> torch.Tensor:
+        return self.sq_sum.sqrt()
+
+    def add(self, x: torch.Tensor) -> None:
+        self.sq_sum += x.square().sum(0)
+        if self.hessian is not None:
+            self.hessian.addmm_(x.T, x)
+        self.rows += x.shape[0]
+
+
+@contextmanager
+def observe(layers: dict[str, nn.Module], hessian: bool) -> Iterator[dict[str, LayerStats]]:
+    """Accumulate LayerStats of each layer's input while the block runs inside the context."""
+    stats: dict[str, LayerStats] = {}
+    handles = []
+    for name, layer in layers.items():
+        n_in = layer.weight[0].numel()
+        stats[name] = LayerStats(torch.zeros(n_in), torch.zeros(n_in, n_in) if hessian else None)
+
+        def hook(module: nn.Module, inputs: tuple, _out: Any, s: LayerStats = stats[name]) -> None:
+            s.add(input_rows(module, inputs[0]))
+
+        handles.append(layer.register_forward_hook(hook))
+    try:
+        yield stats
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def run_block(block: nn.Module, hidden: list[torch.Tensor], calls: list[BlockCall], replace: bool) -> None:
+    """Run every batch through the block; with `replace`, its outputs become the next inputs."""
+    for i, (h, call) in enumerate(zip(hidden, calls)):
+        out = block(h, *call.args, **call.kwargs)
+        if replace:
+            hidden[i] = out
+
+
+Visitor = Callable[[int, Block, dict[str, LayerStats]], None]
+
+
+def walk(blocks: list[Block], captured: Captured, visit: Visitor, *, prunes: bool, hessian: bool, desc: str) -> None:
+    """Sequential pass: observe block k on all batches, `visit` it, propagate its outputs.
+
+    A visitor that only reads (OWL's outlier pass, `prunes=False`) costs one run per block,
+    which observes and propagates at once; one that prunes costs two: observe the inputs,
+    then propagate them through the pruned block. `captured` itself is never modified,
+    so several walks can share one capture.
+    """
+    hidden = list(captured.hidden)
+    for k, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
+        last = k == len(blocks) - 1
+        pruned = prunes and bool(block.layers)
+        with observe(block.layers, hessian) as stats:
+            run_block(block.module, hidden, captured.calls[k], replace=not (pruned or last))
+        visit(k, block, stats)
+        if pruned and not last:
+            run_block(block.module, hidden, captured.calls[k], replace=True)

@@ -1,0 +1,71 @@
+"""Prune a DrivingVLM: encoder first, then the LM, each with its own target.
+
+The encoder's blocks are `encoder.blocks()` (EfficientNet: stem, 16 MBConv, head;
+CLIP/SigLIP: encoder layers), calibrated with the frames. The LM's blocks are its
+decoder layers, calibrated with what the LM really receives: for image sources the
+DrivingVLM's input embeddings (visual tokens of the already pruned encoder + prompt
+[+ answer]), one sample per batch so no padding enters the statistics; for text
+sources plain token windows, eight per batch. Text sources carry no images, so the
+encoder then stays dense.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from owled_ros.data.calibration import CalibrationSet, VisualSample
+from owled_ros.errors import OwledError
+from owled_ros.model.vlm import DrivingVLM
+from owled_ros.prune.apply import PartResult, prune_part
+from owled_ros.prune.calibrate import Captured, capture
+from owled_ros.prune.config import PruneConfig
+from owled_ros.prune.layers import Block, make_blocks
+
+IMAGE_BATCH = 8
+WINDOW_BATCH = 8
+
+
+def encoder_blocks(vlm: DrivingVLM) -> list[Block]:
+    return make_blocks(vlm, [module for _name, module in vlm.encoder.blocks()])
+
+
+def lm_blocks(vlm: DrivingVLM) -> list[Block]:
+    return make_blocks(vlm, list(vlm.lm.get_decoder().layers))
+
+
+def _chunks(items: list | torch.Tensor, size: int) -> Iterator:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def capture_encoder(vlm: DrivingVLM, calib: CalibrationSet) -> Captured:
+    images = [s.image for s in calib.visual]
+    batches = (vlm.encoder.preprocess(chunk).to(vlm.device) for chunk in _chunks(images, IMAGE_BATCH))
+    return capture([m for _n, m in vlm.encoder.blocks()], vlm.encoder, batches)
+
+
+def capture_lm(vlm: DrivingVLM, calib: CalibrationSet) -> Captured:
+    decoder = vlm.lm.get_decoder()
+    layers = list(decoder.layers)
+    if calib.windows is not None:
+        batches = (w.to(vlm.device) for w in _chunks(calib.windows, WINDOW_BATCH))
+        return capture(layers, lambda ids: decoder(input_ids=ids, use_cache=False), batches)
+
+    def run(sample: VisualSample) -> None:
+        visual = vlm.visual_embeds([sample.image])
+        answers = [sample.answer] if sample.answer is not None else None
+        embeds, mask, _spans = vlm._assemble(visual, [sample.state], [sample.question], answers, left_pad=False)
+        decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+
+    return capture(layers, run, calib.visual)
+
+
+def prune_vlm(vlm: DrivingVLM, calib: CalibrationSet, config: PruneConfig) -> list[PartResult]:
+    """Prune in place; returns what each part's blocks were assigned."""
+    if config.encoder_sparsity > 0 and not calib.has_images:
+        raise OwledError(f"calibration source {calib.source!r} has no images: the encoder cannot be calibrated (use --encoder-sparsity 0)")
+    with torch.no_grad():
+        encoder = prune_part("encoder", encoder_blocks(vlm), lambda: capture_encoder(vlm, calib), config.encoder_sparsity, config)
+        llm = prune_part("llm", lm_blocks(vlm), lambda: capture_lm(vlm, calib), config.llm_sparsity, config)
+    return [encoder, llm]
