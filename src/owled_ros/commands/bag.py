@@ -1,0 +1,151 @@
+"""`owled bag make | play | record | eval`: driving bags in, scored node outputs out."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bag", help="make, play, record and evaluate rosbag2 drives")
+    bag = p.add_subparsers(dest="bag_command", required=True)
+
+    make = bag.add_parser("make", help="write a deterministic mcap bag of generated scenes or dashcam frames")
+    make.add_argument("--source", choices=("scenes", "dashcam"), default="scenes")
+    make.add_argument("--frames", type=int, default=20)
+    make.add_argument("--hz", type=float, default=10.0, help="camera rate (stamps 1/HZ apart)")
+    make.add_argument("--out", required=True, help="bag directory to write (must not exist)")
+    make.add_argument("--carla", action="store_true", help="carla-ros-bridge topic names and bgra8 frames")
+    make.add_argument("--compressed", action="store_true", help="sensor_msgs/CompressedImage JPEG on <camera>/compressed")
+    make.add_argument("--seed", type=int, default=None, help="scene stream seed (default: the split's) / dashcam speed profile seed")
+    make.add_argument("--split", choices=("train", "val", "test"), default="test", help="scene split (scenes only)")
+    make.add_argument("--size", default=None, help="frame size WxH (default 384x224 scenes, 640x360 dashcam)")
+
+    play = bag.add_parser("play", help="publish a bag's topics with /clock")
+    play.add_argument("bag")
+    play.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    play.add_argument("--loop", action="store_true")
+    play.add_argument("--topics", nargs="+", default=None, help="only these topics")
+    play.add_argument("--no-clock", action="store_true", help="do not publish /clock")
+    play.add_argument("--wait-subscribers", type=int, default=0, metavar="N", help="start once every played topic has N subscribers")
+    play.add_argument("--wait-timeout", type=float, default=60.0, help="seconds to wait for them")
+
+    record = bag.add_parser("record", help="record topics to an mcap bag (raw, stops on Ctrl-C or --duration)")
+    record.add_argument("--topics", nargs="+", required=True)
+    record.add_argument("--out", required=True, help="bag directory to write (must not exist)")
+    record.add_argument("--duration", type=float, default=None, help="seconds to record")
+    record.add_argument("--echo", nargs="+", default=(), metavar="TOPIC", help="also print these topics' messages as JSON lines")
+
+    ev = bag.add_parser("eval", help="run the node (or --offline the pipeline) on a bag and score its outputs")
+    ev.add_argument("bag")
+    ev.add_argument("--model", default="default", help="model directory, or 'default'")
+    ev.add_argument("--out", required=True, help="directory for report.json, report.md, report.png and the recorded bag")
+    ev.add_argument("--offline", action="store_true", help="no ROS: the pipeline frame by frame in this process")
+    ev.add_argument("--hz", type=float, default=None, help="replay the camera at this rate (default: as recorded)")
+    ev.add_argument("--max-rate-hz", type=float, default=10.0, help="the node's max_rate_hz")
+    ev.add_argument("--max-new-tokens", type=int, default=64)
+    ev.add_argument("--camera-topic", default=None, help="default: the bag's only Image/CompressedImage topic")
+    ev.add_argument("--state-topic", default=None, help="default: the bag's only Odometry/TwistStamped/Float32 topic")
+    ev.add_argument("--quiet", action="store_true", help="do not print each output as it arrives")
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    from owled_ros.commands.data import _size as parse_size
+
+    return None if text is None else parse_size(text)
+
+
+def print_output(out) -> None:
+    """One line per published frame: bag time, action, model latency, description."""
+    print(f"[{out.stamp_ns / 1e9:.2f}] {out.action:<17} {out.model_latency_ms:7.0f} ms  {out.text}", flush=True)
+
+
+def summary_line(report: dict) -> str:
+    def f(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    return (
+        f"{report['mode']} {report['model_id'] or report['model']}: {report['frames_published']}/{report['frames_in']} frames published "
+        f"({report['frames_dropped']} dropped, {report['out_of_order']} out of order, {report['gaps']} gaps), "
+        f"action accuracy {f(report['action_accuracy'], '.3f')} on {report['frames_scored']}, ROUGE-L {f(report['rouge_l'], '.3f')}, "
+        f"latency p50 {f(report['latency_p50_ms'], '.0f')} ms p95 {f(report['latency_p95_ms'], '.0f')} ms"
+    )
+
+
+def _make(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from owled_ros.data.bag_make import BagSpec, make_bag
+
+    spec = BagSpec(args.source, args.frames, args.hz, args.carla, args.compressed, args.seed, args.split, _size(args.size))
+    s = make_bag(spec, Path(args.out))
+    print(f"wrote {s.frames} frames ({s.messages} messages, {s.size_bytes / 1e6:.1f} MB) to {s.path}; topics: {', '.join(s.info['topics'].values())}")
+    return 0
+
+
+def _play(args: argparse.Namespace) -> int:
+    from owled_ros.ros.bag_play import PlayOptions, play
+
+    options = PlayOptions(args.rate, args.loop, tuple(args.topics) if args.topics else None, not args.no_clock, args.wait_subscribers, args.wait_timeout)
+    play(args.bag, options)
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    import sys
+
+    from owled_ros.ros.bag_record import record
+
+    counts = record(args.out, args.topics, args.duration, tuple(args.echo))
+    print(f"recorded {sum(counts.values())} messages to {args.out}: " + ", ".join(f"{t} {n}" for t, n in counts.items()), file=sys.stderr)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from owled_ros.data.bag_read import open_drive_bag
+    from owled_ros.errors import OwledError
+    from owled_ros.eval.bag_eval import EvalConfig, evaluate_bag
+
+    if args.hz is not None and not args.hz > 0:
+        raise OwledError(f"--hz must be positive, got {args.hz}")
+    if not args.max_rate_hz > 0 or args.max_new_tokens < 1:
+        raise OwledError("--max-rate-hz must be positive and --max-new-tokens at least 1")
+    model = args.model if args.model == "default" else str(Path(args.model).resolve())
+    if model != "default" and not Path(model).is_dir():
+        raise OwledError(f"{args.model}: model directory does not exist")
+    drive = open_drive_bag(Path(args.bag), args.camera_topic, args.state_topic)
+    config = EvalConfig(model, args.max_new_tokens, max_rate_hz=args.max_rate_hz, hz=args.hz)
+    report = evaluate_bag(drive, config, Path(args.out), args.offline, None if args.quiet else print_output)
+    print(summary_line(report))
+    print(f"report: {Path(args.out) / 'report.json'}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"make": _make, "play": _play, "record": _record, "eval": _eval}[args.bag_command](args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m owled_ros.commands.bag bag ...`: the bag tools without building the whole `owled` parser.
+
+    bag eval starts the player and the recorder this way: the full parser imports every
+    command's options, torch among them, which costs seconds per process on a loaded CPU.
+    """
+    import sys
+
+    from owled_ros.errors import OwledError
+
+    parser = argparse.ArgumentParser(prog="owled")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except OwledError as err:
+        print(f"owled bag {args.bag_command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
