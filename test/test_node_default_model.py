@@ -39,7 +39,7 @@ def test_default_model_at_camera_rate(tmp_path) -> None:
         for _, msg in harness.scenes + harness.actions:
             assert stamp_key(msg.header) in published_at
         scene = harness.scenes[-1][1]
-        assert scene.model_id == "owled-default (untrained)" and scene.vehicle_state_fresh
+        assert scene.model_id == "owled-default" and scene.vehicle_state_fresh
         values = harness.wait_diag("frames_processed", len(harness.actions))
         assert int(values["frames_dropped"]) > 0 and int(values["frames_processed"]) < int(values["frames_received"])
     finally:
