@@ -48,7 +48,7 @@ def test_corrupt_bag(good_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_bag_without_the_expected_topics(good_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     no_camera = write_bag(tmp_path / "no_camera", (r for r in bag_records(BagSpec(frames=2)) if "image" not in r.topic), {}).path
-    _fails(capsys, _eval(no_camera, tmp_path), str(no_camera), "no camera topic", "/vehicle/odometry (nav_msgs/msg/Odometry)")
+    _fails(capsys, _eval(no_camera, tmp_path), str(no_camera), "no camera topic", "/odom (nav_msgs/msg/Odometry)")
     _fails(capsys, _eval(good_bag, tmp_path, "--camera-topic", "/front/image"), str(good_bag), "camera topic /front/image not in the bag")
     _fails(capsys, _eval(good_bag, tmp_path, "--camera-topic", "/camera/camera_info"), "topic /camera/camera_info has message type sensor_msgs/msg/CameraInfo")
     _fails(capsys, ["bag", "play", str(good_bag), "--topics", "/lidar"], str(good_bag), "topic /lidar not in the bag")

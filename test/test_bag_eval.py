@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from owled_ros.commands.bag import main as bag_main
+from owled_ros.cli import main as owled_main
 from owled_ros.data.bag_make import CARLA_TOPICS, START_NS, BagSpec, Record, bag_info, bag_records, make_bag, write_bag
 from owled_ros.data.bag_read import read_messages
 from owled_ros.model.checkpoint import load_vlm, save_vlm
@@ -36,7 +36,7 @@ def save_chatty_model(path: Path) -> Path:
 
 
 def evaluate(bag: Path, model: Path, out: Path, *extra: str) -> dict:
-    code = bag_main(["bag", "eval", str(bag), "--model", str(model), "--out", str(out), "--max-new-tokens", TOKENS, *extra])
+    code = owled_main(["bag", "eval", str(bag), "--model", str(model), "--out", str(out), "--max-new-tokens", TOKENS, *extra])
     assert code == 0, (out / "node.log").read_text() if (out / "node.log").is_file() else code
     return json.loads((out / "report.json").read_text())
 
@@ -95,7 +95,7 @@ def test_make_play_eval_through_the_node(online: dict) -> None:
 def test_recorded_bag_and_report_files(online_dir: Path) -> None:
     for name in ("report.json", "report.md", "report.png", "node.log", "play.log", "record.log"):
         assert (online_dir / name).is_file(), name
-    topics = ["/camera/image_raw", "/vehicle/odometry", "/owled/scene", "/owled/action"]
+    topics = ["/camera/image_raw", "/odom", "/owled/scene", "/owled/action"]
     assert {m.topic for m in read_messages(online_dir / "recorded", topics)} == set(topics)
     assert "| frames_published |" in (online_dir / "report.md").read_text()
 

@@ -11,7 +11,7 @@ from owled_ros.data.bag_read import read_messages, to_plain
 
 from ros_helpers import ros_env
 
-BAG_TOOL = [sys.executable, "-m", "owled_ros.commands.bag", "bag"]
+BAG_TOOL = [sys.executable, "-m", "owled_ros.cli", "bag"]
 
 
 def test_play_into_record_round_trip(tmp_path: Path) -> None:

@@ -15,12 +15,12 @@ from owled_ros.data.drivelm import (
     QUESTION_DESCRIBE,
     QUESTION_LIGHT,
     load_drivelm,
-    load_image_rgb,
     score_answer,
     write_split,
 )
 from owled_ros.data.scenes import SPLIT_SEEDS, generate_scene
 from owled_ros.errors import OwledError
+from owled_ros.imageio import read_image_rgb
 from owled_ros.schema import VehicleState
 from owled_ros.vocab import Action
 
@@ -68,7 +68,7 @@ def test_loads_a_real_style_file(tmp_path):
     assert [q.category for q in frame.qa] == ["perception", "prediction", "planning", "behavior"]
     assert frame.qa[2].answer == "Keep speed, because the road is clear."
     assert frame.ego is None and frame.description is None and frame.expert_action is None
-    assert np.abs(load_image_rgb(frame.image_path)[0, 0].astype(int) - [30, 200, 10]).max() <= 3  # RGB order (JPEG)
+    assert np.abs(read_image_rgb(frame.image_path)[0, 0].astype(int) - [30, 200, 10]).max() <= 3  # RGB order (JPEG)
 
 
 def test_reads_the_owled_extra(tmp_path):
@@ -133,9 +133,9 @@ def test_rejects_bad_json_and_missing_paths(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     with pytest.raises(OwledError, match="not a readable image"):
-        load_image_rgb(broken)
+        read_image_rgb(broken)
     with pytest.raises(OwledError, match="image not found"):
-        load_image_rgb(tmp_path / "gone.png")
+        read_image_rgb(tmp_path / "gone.png")
 
 
 def test_write_split_round_trip(tmp_path):
@@ -151,7 +151,7 @@ def test_write_split_round_trip(tmp_path):
         assert frame.description == describe_scene(scene)
         assert frame.expert_action is scene.expert.action
         assert frame.ego.speed_mps == scene.ego.speed_mps
-        assert load_image_rgb(frame.image_path).shape == (112, 192, 3)
+        assert read_image_rgb(frame.image_path).shape == (112, 192, 3)
         record = raw[frame.scene_token]["key_frames"][frame.frame_id]
         assert set(record) == {"key_object_infos", "QA", "image_paths", "owled"}
         assert len(record["key_object_infos"]) == len(scene.objects) + (scene.control is not None)

@@ -12,14 +12,13 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32, Header
 
-from owled_ros.ros.conversions import (
+from owled_ros.ros.conversions import action_message, scene_message
+from owled_ros.runtime.decode import (
     ImageLimits,
     InputError,
-    action_message,
     compressed_to_rgb,
     image_to_rgb,
     odometry_to_state,
-    scene_message,
     speed_to_state,
     stamp_ns,
     twist_to_state,

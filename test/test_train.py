@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from owled_ros.model.checkpoint import load_vlm
-from owled_ros.train.trainer import TrainConfig, train
+from owled_ros.train.config import TrainConfig
+from owled_ros.train.trainer import train
 
 
 @pytest.mark.slow

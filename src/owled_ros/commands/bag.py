@@ -123,29 +123,3 @@ def _eval(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     return {"make": _make, "play": _play, "record": _record, "eval": _eval}[args.bag_command](args)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m owled_ros.commands.bag bag ...`: the bag tools without building the whole `owled` parser.
-
-    bag eval starts the player and the recorder this way: the full parser imports every
-    command's options, torch among them, which costs seconds per process on a loaded CPU.
-    """
-    import sys
-
-    from owled_ros.errors import OwledError
-
-    parser = argparse.ArgumentParser(prog="owled")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except OwledError as err:
-        print(f"owled bag {args.bag_command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

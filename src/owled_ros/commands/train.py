@@ -5,7 +5,7 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from owled_ros.train.trainer import TrainConfig
+    from owled_ros.train.config import TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train the default model's projector + LoRA on generated scenes (CPU)")
@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from owled_ros.errors import OwledError
-    from owled_ros.train.trainer import TrainConfig, train
+    from owled_ros.train.config import TrainConfig
+    from owled_ros.train.trainer import train
 
     for name in ("scenes", "steps", "batch", "lora_rank", "checkpoint_every"):
         if getattr(args, name) < 1:

@@ -61,7 +61,7 @@ class BagTopics:
     base_frame: str
 
 
-DEFAULT_TOPICS = BagTopics("/camera/image_raw", "/camera/camera_info", "/vehicle/odometry", "camera_front", "odom", "base_link")
+DEFAULT_TOPICS = BagTopics("/camera/image_raw", "/camera/camera_info", "/odom", "camera_front", "odom", "base_link")
 CARLA_TOPICS = BagTopics(
     "/carla/ego_vehicle/rgb_front/image", "/carla/ego_vehicle/rgb_front/camera_info", "/carla/ego_vehicle/odometry",
     "ego_vehicle/rgb_front", "map", "ego_vehicle",

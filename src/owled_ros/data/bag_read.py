@@ -63,7 +63,7 @@ def bag_topics(reader: AnyReader) -> dict[str, str]:
     return {c.topic: c.msgtype for c in reader.connections}
 
 
-def _topic_list(topics: dict[str, str]) -> str:
+def topic_list(topics: dict[str, str]) -> str:
     return ", ".join(f"{t} ({m})" for t, m in sorted(topics.items())) or "none"
 
 
@@ -73,7 +73,7 @@ def read_messages(path: Path, topics: Iterable[str]) -> Iterator[Message]:
     with open_bag(path) as reader:
         missing = wanted - set(bag_topics(reader))
         if missing:
-            raise OwledError(f"{path}: topic {', '.join(sorted(missing))} not in the bag; topics: {_topic_list(bag_topics(reader))}")
+            raise OwledError(f"{path}: topic {', '.join(sorted(missing))} not in the bag; topics: {topic_list(bag_topics(reader))}")
         conns = [c for c in reader.connections if c.topic in wanted]
         current = ""
         try:
@@ -188,7 +188,7 @@ class DriveBag:
 def _pick(path: Path, topics: dict[str, str], wanted: str | None, types: dict[str, str], what: str, flag: str) -> str | None:
     if wanted is not None:
         if wanted not in topics:
-            raise OwledError(f"{path}: {what} topic {wanted} not in the bag; topics: {_topic_list(topics)}")
+            raise OwledError(f"{path}: {what} topic {wanted} not in the bag; topics: {topic_list(topics)}")
         if topics[wanted] not in types:
             raise OwledError(f"{path}: topic {wanted} has message type {topics[wanted]}, expected {' or '.join(types)}")
         return wanted
@@ -225,7 +225,7 @@ def open_drive_bag(path: Path, camera_topic: str | None = None, state_topic: str
         topics = bag_topics(reader)
     camera = _pick(path, topics, camera_topic, CAMERA_TYPES, "camera", "--camera-topic")
     if camera is None:
-        raise OwledError(f"{path}: no camera topic (sensor_msgs/msg/Image or CompressedImage); topics: {_topic_list(topics)}")
+        raise OwledError(f"{path}: no camera topic (sensor_msgs/msg/Image or CompressedImage); topics: {topic_list(topics)}")
     state = _pick(path, topics, state_topic, STATE_TYPES, "vehicle state", "--state-topic")
     has_truth = topics.get(GROUND_TRUTH_TOPIC) == GROUND_TRUTH_TYPE
     if GROUND_TRUTH_TOPIC in topics and not has_truth:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 from owled_ros.errors import OwledError
@@ -28,7 +27,6 @@ if TYPE_CHECKING:  # the CLI parser imports this module; torch and transformers 
     from transformers import PreTrainedTokenizerBase
 
 SOURCES = ("scenes", "dashcam", "wiki", "bag:PATH")
-IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 DASHCAM_EVERY = 30  # consecutive video frames are near duplicates
 
 
@@ -106,41 +104,22 @@ def _evenly(total: int, n: int) -> list[int]:
     return [int((i + 0.5) * total / n) for i in range(n)]
 
 
-def _image_rgb(msg: object, msgtype: str) -> np.ndarray:
-    """A decoded sensor_msgs Image / CompressedImage as RGB uint8."""
-    if msgtype.endswith("CompressedImage"):
-        bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise OwledError(f"undecodable CompressedImage ({msg.format})")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
-    if msg.encoding not in channels:
-        raise OwledError(f"image encoding {msg.encoding!r} not supported (supported: {', '.join(channels)})")
-    rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
-    img = rows[:, : msg.width * channels[msg.encoding]].reshape(msg.height, msg.width, channels[msg.encoding])
-    convert = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB, "mono8": cv2.COLOR_GRAY2RGB}
-    return cv2.cvtColor(img, convert[msg.encoding]) if msg.encoding in convert else img.copy()
-
-
 def bag_frames(path: Path, n: int) -> list[np.ndarray]:
-    """n camera frames spread evenly over every camera topic of a rosbag2 (sqlite3 or mcap)."""
-    from rosbags.highlevel import AnyReader, AnyReaderError
-    from rosbags.typesys import Stores, get_typestore
+    """n camera frames spread evenly over every camera topic of a rosbag2, decoded as the node decodes them."""
+    from owled_ros.data.bag_read import CAMERA_TYPES, bag_topics, open_bag, read_messages, topic_list
+    from owled_ros.runtime.decode import CAMERA_DECODERS, ImageLimits, InputError
 
-    if not path.exists():
-        raise OwledError(f"{path}: bag not found")
-    try:
-        with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
-            cameras = [c for c in reader.connections if c.msgtype in IMAGE_TYPES]
-            if not cameras:
-                topics = ", ".join(sorted({c.topic for c in reader.connections})) or "none"
-                raise OwledError(f"{path}: no camera topic (sensor_msgs/msg/Image or CompressedImage); topics: {topics}")
-            total = sum(c.msgcount for c in cameras)
-            wanted = set(_evenly(total, n))
-            frames = []
-            for i, (conn, _stamp, raw) in enumerate(reader.messages(connections=cameras)):
-                if i in wanted:
-                    frames.append(_image_rgb(reader.deserialize(raw, conn.msgtype), conn.msgtype))
-            return frames
-    except AnyReaderError as err:
-        raise OwledError(f"{path}: not a readable rosbag2 ({err})") from None
+    with open_bag(path) as reader:
+        topics = bag_topics(reader)
+        total = sum(c.msgcount for c in reader.connections if c.msgtype in CAMERA_TYPES)
+    cameras = sorted(t for t, m in topics.items() if m in CAMERA_TYPES)
+    if not cameras:
+        raise OwledError(f"{path}: no camera topic (sensor_msgs/msg/Image or CompressedImage); topics: {topic_list(topics)}")
+    wanted, limits, frames = set(_evenly(total, n)), ImageLimits(), []
+    for i, m in enumerate(read_messages(path, cameras)):
+        if i in wanted:
+            try:
+                frames.append(CAMERA_DECODERS[CAMERA_TYPES[m.msgtype]].to_rgb(m.msg, limits))
+            except InputError as err:
+                raise OwledError(f"{path}: topic {m.topic} message {i}: {err}") from None
+    return frames

@@ -41,7 +41,6 @@ from owled_ros.data.describe import action_answer, describe_scene, light_from_te
 from owled_ros.data.expert import ExpertDecision, lead_vehicle
 from owled_ros.data.scenes import DEFAULT_SIZE, ObjectGT, Scene, generate_scene, render_scene
 from owled_ros.errors import OwledError
-from owled_ros.imageio import read_image_rgb
 from owled_ros.schema import VehicleState
 from owled_ros.vocab import Action, LightState
 
@@ -191,10 +190,6 @@ def write_split(out_dir: str | Path, seed: int, n: int, size: tuple[int, int] = 
 
 # ----------------------------------------------------------------------------------------------
 # Loading
-
-
-load_image_rgb = read_image_rgb
-"""H x W x 3 uint8 RGB; OwledError when missing or undecodable (the project's one image reader)."""
 
 
 class _Reader:

@@ -176,8 +176,8 @@ class _Children:
 
 
 def _owled_bag(*args: str) -> list[str]:
-    """`owled bag ...` without the full CLI's start-up cost (commands/bag.py main)."""
-    return [sys.executable, "-m", "owled_ros.commands.bag", "bag", *args]
+    """`owled bag ...` in this interpreter (the venv's console script may not be on PATH)."""
+    return [sys.executable, "-m", "owled_ros.cli", "bag", *args]
 
 
 def _node_args(drive: DriveBag, config: EvalConfig) -> list[str]:
@@ -272,16 +272,16 @@ def run_offline(drive: DriveBag, config: EvalConfig, on_output: OnOutput | None 
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    # The node's own decoders: duck-typed, they read rosbags messages as they read rclpy ones (no rclpy import).
-    from owled_ros.ros.conversions import CAMERA_TYPES, STATE_TYPES, ImageLimits, InputError
-    from owled_ros.ros.conversions import stamp_ns as checked_stamp_ns
+    # The node's own decoders: they read rosbags messages as they read rclpy ones.
+    from owled_ros.runtime.decode import CAMERA_DECODERS, STATE_DECODERS, ImageLimits, InputError
+    from owled_ros.runtime.decode import stamp_ns as checked_stamp_ns
     from owled_ros.runtime.pairing import StampedState, StampGuard, pair_state
     from owled_ros.runtime.pipeline import PipelineConfig, load_pipeline
 
     started = time.monotonic()
     pipeline = load_pipeline(config.model, PipelineConfig(config.max_new_tokens))
-    camera, limits = CAMERA_TYPES[drive.camera_type], ImageLimits()
-    state_type = STATE_TYPES[drive.state_type] if drive.state_type else None
+    camera, limits = CAMERA_DECODERS[drive.camera_type], ImageLimits()
+    state_type = STATE_DECODERS[drive.state_type] if drive.state_type else None
     frame_guard, state_guard = StampGuard(), StampGuard()
     latest: StampedState | None = None
     outputs = []

@@ -24,17 +24,9 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from owled_ros.ros.conversions import (
-    CAMERA_TYPES,
-    STATE_TYPES,
-    ImageLimits,
-    InputError,
-    action_message,
-    key_values,
-    scene_message,
-    stamp_ns,
-)
+from owled_ros.ros.conversions import CAMERA_MSG_TYPES, STATE_MSG_TYPES, action_message, key_values, scene_message
 from owled_ros.ros.params import NodeParams, ParamError, declare_parameters
+from owled_ros.runtime.decode import CAMERA_DECODERS, STATE_DECODERS, ImageLimits, InputError, stamp_ns
 from owled_ros.runtime.mailbox import LatestMailbox
 from owled_ros.runtime.pairing import Pairing, StampedState, StampGuard, pair_state
 from owled_ros.runtime.stats import FrameStats
@@ -57,8 +49,8 @@ class OwledNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__(NODE_NAME)
         self.params: NodeParams = declare_parameters(self)  # ParamError before anything else starts
-        self._camera = CAMERA_TYPES[self.params.camera_type]
-        self._state_type = STATE_TYPES[self.params.state_type]
+        self._camera = CAMERA_DECODERS[self.params.camera_type]
+        self._state_type = STATE_DECODERS[self.params.state_type]
         self._limits = ImageLimits(self.params.max_image_side)
         self._stats = FrameStats()
         self._mailbox: LatestMailbox[PendingFrame] = LatestMailbox()
@@ -106,8 +98,8 @@ class OwledNode(LifecycleNode):
         self._mailbox.clear()
         self._last_frame_at = time.monotonic()
         self._subscriptions_io = [
-            self.create_subscription(self._camera.msg_type, self.params.camera_topic, self._on_camera, qos_profile_sensor_data),
-            self.create_subscription(self._state_type.msg_type, self.params.state_topic, self._on_state, qos_profile_sensor_data),
+            self.create_subscription(CAMERA_MSG_TYPES[self.params.camera_type], self.params.camera_topic, self._on_camera, qos_profile_sensor_data),
+            self.create_subscription(STATE_MSG_TYPES[self.params.state_type], self.params.state_topic, self._on_state, qos_profile_sensor_data),
         ]
         self._active.set()
         camera, state_sub = self._subscriptions_io  # topic_name: after remapping

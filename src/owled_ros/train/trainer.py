@@ -28,21 +28,8 @@ from owled_ros.model.encoders import EncoderConfig
 from owled_ros.model.lora import LoraConfig, add_lora, lora_state_dict
 from owled_ros.model.prompt import FRAME_QUESTION
 from owled_ros.model.vlm import DrivingVLM
+from owled_ros.train.config import TrainConfig
 from owled_ros.schema import VehicleState
-
-
-@dataclass
-class TrainConfig:
-    scenes: int = 2000
-    steps: int = 400
-    batch: int = 8
-    lr: float = 1e-3
-    warmup: int = 20
-    frame_share: float = 0.6  # share of examples that are the node's per-frame question
-    lora_rank: int = 8
-    seed: int = 0
-    checkpoint_every: int = 50
-    threads: int = 0  # 0: torch default
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,18 @@
+"""Training settings, apart from the trainer so `owled --help` reads the defaults without importing torch."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    scenes: int = 2000
+    steps: int = 400
+    batch: int = 8
+    lr: float = 1e-3
+    warmup: int = 20
+    frame_share: float = 0.6  # share of examples that are the node's per-frame question
+    lora_rank: int = 8
+    seed: int = 0
+    checkpoint_every: int = 50
+    threads: int = 0  # 0: torch default
