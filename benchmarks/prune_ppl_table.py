@@ -22,6 +22,7 @@ from owled_ros.data.calibration import CalibrationSet
 from owled_ros.data.wiki import calibration_windows, eval_windows
 from owled_ros.eval.perplexity import window_losses
 from owled_ros.model.checkpoint import load_vlm
+from owled_ros.model.lm import load_default_lm
 from owled_ros.prune.apply import outlier_ratios, prune_part
 from owled_ros.prune.config import DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M, PruneConfig
 from owled_ros.prune.vlm import capture_lm, lm_blocks
@@ -40,6 +41,8 @@ class Bench:
     def __init__(self, calib_windows: int, eval_max: int, ms: tuple[float, ...], results: Path) -> None:
         self.vlm = load_vlm("default")
         self.lm = self.vlm.lm
+        # the plain SmolLM2-135M-Instruct: the default VLM's LM carries merged driving LoRA weights
+        self.lm.load_state_dict(load_default_lm()[0].state_dict())
         self.dense = {k: v.clone() for k, v in self.lm.state_dict().items()}
         self.eval = eval_windows(self.vlm.tokenizer, eval_max)
         self.calib = CalibrationSet("wiki", windows=calibration_windows(self.vlm.tokenizer, calib_windows))

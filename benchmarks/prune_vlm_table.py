@@ -48,7 +48,7 @@ class Case:
 def cases() -> list[Case]:
     """Most telling first (a run may be stopped early): 0.3 where the model still works, then the issue's 0.5 / 0.7 / 0.6."""
     out = []
-    for s in (0.3, 0.5, 0.7, 0.2, 0.6):
+    for s in (0.3, 0.5, 0.7, 0.6):
         for part in ("llm", "encoder", "both"):
             for ratios in ("uniform", "owl"):
                 out.append(Case(part, s, ratios))
