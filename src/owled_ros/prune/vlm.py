@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from transformers import PreTrainedModel
 
 from owled_ros.data.calibration import CalibrationSet, VisualSample
 from owled_ros.errors import OwledError
@@ -45,12 +46,18 @@ def capture_encoder(vlm: DrivingVLM, calib: CalibrationSet) -> Captured:
     return capture([m for _n, m in vlm.encoder.blocks()], vlm.encoder, batches)
 
 
+def capture_windows(lm: PreTrainedModel, windows: torch.Tensor) -> Captured:
+    """Decoder-layer inputs for text windows, eight per batch."""
+    decoder = lm.get_decoder()
+    batches = (w.to(lm.device) for w in _chunks(windows, WINDOW_BATCH))
+    return capture(list(decoder.layers), lambda ids: decoder(input_ids=ids, use_cache=False), batches)
+
+
 def capture_lm(vlm: DrivingVLM, calib: CalibrationSet) -> Captured:
+    if calib.windows is not None:
+        return capture_windows(vlm.lm, calib.windows)
     decoder = vlm.lm.get_decoder()
     layers = list(decoder.layers)
-    if calib.windows is not None:
-        batches = (w.to(vlm.device) for w in _chunks(calib.windows, WINDOW_BATCH))
-        return capture(layers, lambda ids: decoder(input_ids=ids, use_cache=False), batches)
 
     def run(sample: VisualSample) -> None:
         visual = vlm.visual_embeds([sample.image])
@@ -59,6 +66,12 @@ def capture_lm(vlm: DrivingVLM, calib: CalibrationSet) -> Captured:
         decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
 
     return capture(layers, run, calib.visual)
+
+
+def prune_lm(lm: PreTrainedModel, windows: torch.Tensor, config: PruneConfig) -> PartResult:
+    """Prune a plain HF causal LM in place on text windows (config.llm_sparsity)."""
+    with torch.no_grad():
+        return prune_part("llm", make_blocks(lm, list(lm.get_decoder().layers)), lambda: capture_windows(lm, windows), config.llm_sparsity, config)
 
 
 def prune_vlm(vlm: DrivingVLM, calib: CalibrationSet, config: PruneConfig) -> list[PartResult]:

@@ -1,0 +1,64 @@
+"""One llm-compressor oneshot prune, run inside .venv-llmcompressor (its pins never touch ours).
+
+Takes the calibration windows owled_ros wrote (the DESIGN.md protocol) so both tools prune
+on exactly the same tokens, saves the model uncompressed (dense safetensors with zeros) and
+prints one JSON line: seconds inside oneshot, whole process, peak RSS. An exception is printed verbatim and exits 1.
+
+    .venv-llmcompressor/bin/python benchmarks/llmcompressor/job.py --model DIR --calib FILE \
+        --method wanda --sparsity 0.7 [--owl-m 7 --owl-lambda 0.2] --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+import traceback
+
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def main() -> int:
+    process_start = time.perf_counter()
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    p.add_argument("--calib", required=True, help="safetensors with 'windows': (N, seqlen) token ids")
+    p.add_argument("--method", choices=("wanda", "sparsegpt"), required=True)
+    p.add_argument("--sparsity", type=float, required=True)
+    p.add_argument("--owl-m", type=int)
+    p.add_argument("--owl-lambda", type=float)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.pruning import SparseGPTModifier, WandaPruningModifier
+
+    windows = load_file(args.calib)["windows"]
+    data = Dataset.from_dict({"input_ids": windows.tolist(), "attention_mask": torch.ones_like(windows).tolist()})
+    owl = dict(sparsity_profile="owl", owl_m=args.owl_m, owl_lmbda=args.owl_lambda) if args.owl_m is not None else {}
+    modifier = (WandaPruningModifier if args.method == "wanda" else SparseGPTModifier)(
+        sparsity=args.sparsity, targets=["Linear"], ignore=["lm_head"], **owl
+    )
+    model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    start = time.perf_counter()
+    try:
+        oneshot(
+            model=model, tokenizer=tokenizer, dataset=data, recipe=modifier, num_calibration_samples=len(windows),
+            max_seq_length=windows.shape[1], shuffle_calibration_samples=False,
+        )
+    except Exception:  # recorded verbatim in BENCHMARKS.md
+        traceback.print_exc()
+        return 1
+    seconds = time.perf_counter() - start
+    model.save_pretrained(args.out, save_compressed=False)
+    tokenizer.save_pretrained(args.out)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"prune_s": seconds, "process_s": time.perf_counter() - process_start, "peak_rss_mb": peak}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
