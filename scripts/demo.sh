@@ -6,8 +6,8 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$(dirname "$0")/.."
 out=runs/demo
-sparsity="${OWLED_DEMO_SPARSITY:-0.5}"
+sparsity="${OWLED_DEMO_SPARSITY:-0.3}"
 [ -d "$out/scenes" ] || owled bag make --source scenes --frames 20 --hz 10 --out "$out/scenes"
 [ -d "$out/pruned" ] || owled prune --model default --method wanda --ratios owl --sparsity "$sparsity" \
-  --calib scenes --calib-samples 8 --out "$out/pruned"
+  --calib scenes --calib-samples 16 --out "$out/pruned"
 owled demo --bag "$out/scenes" --pruned "$out/pruned" --out "$out"

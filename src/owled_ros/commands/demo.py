@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from owled_ros.data.bag_read import open_drive_bag
     from owled_ros.errors import OwledError
     from owled_ros.eval.bag_eval import EvalConfig, evaluate_bag
+    from owled_ros.fsutil import write_text_atomic
 
     if not args.hz > 0 or args.max_new_tokens < 1:
         raise OwledError("--hz must be positive and --max-new-tokens at least 1")
@@ -81,6 +82,6 @@ def run(args: argparse.Namespace) -> int:
         print(summary_line(report), flush=True)
         rows.append((label, report, model_sparsity))
     text = table(rows, prunable)
-    (out / "demo_table.md").write_text(text + "\n")
+    write_text_atomic(out / "demo_table.md", text + "\n")
     print(f"\n{text}\n\nreports: {out / 'eval_pruned'}, {out / 'eval_dense'}")
     return 0

@@ -10,6 +10,8 @@ import importlib
 import json
 from pathlib import Path
 
+from owled_ros.fsutil import write_text_atomic
+
 EVALS: dict[str, str] = {"ppl": "eval_ppl", "driving-qa": "eval_driving_qa"}  # kind -> module in owled_ros.commands
 
 
@@ -33,6 +35,4 @@ def emit(metrics: dict, out: str | None) -> None:
     text = json.dumps(metrics)
     print(text)
     if out:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
+        write_text_atomic(Path(out), text + "\n")

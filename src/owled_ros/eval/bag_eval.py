@@ -34,6 +34,7 @@ import numpy as np
 
 from owled_ros.data.bag_read import DriveBag, read_messages, stamp_ns, to_plain
 from owled_ros.errors import OwledError
+from owled_ros.fsutil import write_text_atomic
 
 RECORDED = "recorded"
 REPORT_JSON, REPORT_MD, REPORT_PLOT = "report.json", "report.md", "report.png"
@@ -429,8 +430,8 @@ def plot_report(report: dict, path: Path) -> None:
 
 def write_report(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / REPORT_JSON).write_text(json.dumps(report, indent=1) + "\n")
-    (out / REPORT_MD).write_text(report_markdown(report))
+    write_text_atomic(out / REPORT_JSON, json.dumps(report, indent=1) + "\n")
+    write_text_atomic(out / REPORT_MD, report_markdown(report))
     plot_report(report, out / REPORT_PLOT)
 
 

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from owled_ros.data.scenes import SPLIT_SEEDS, Scene, generate_scene, render_scene
 from owled_ros.data.targets import frame_answer, scene_qa
+from owled_ros.fsutil import save_safetensors_atomic, write_text_atomic
 from owled_ros.model.checkpoint import CONFIG_NAME
 from owled_ros.model.encoders import EncoderConfig
 from owled_ros.model.lora import LoraConfig, add_lora, lora_state_dict
@@ -68,11 +67,7 @@ def cached_features(vlm: DrivingVLM, scenes: list[Scene], work_dir: Path) -> tor
             if f.metadata().get("key") == key:
                 return f.get_tensor("features")
     features = encode_scenes(vlm, scenes)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=work_dir, suffix=".tmp")
-    os.close(fd)
-    save_file({"features": features.contiguous()}, tmp, metadata={"key": key})
-    os.replace(tmp, file)
+    save_safetensors_atomic({"features": features}, file, metadata={"key": key})
     return features
 
 
@@ -116,11 +111,7 @@ class Trainer:
             for k, v in state.items():
                 tensors[f"opt/{names[i]}/{k}"] = torch.as_tensor(v).contiguous()
         meta = {"step": self.step, "config": asdict(self.cfg)}
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.ckpt_dir, suffix=".tmp")
-        os.close(fd)
-        save_file(tensors, tmp, metadata={"meta": json.dumps(meta)})
-        os.replace(tmp, self.ckpt_dir / "checkpoint.safetensors")
+        save_safetensors_atomic(tensors, self.ckpt_dir / "checkpoint.safetensors", metadata={"meta": json.dumps(meta)})
 
     def load_checkpoint(self) -> bool:
         file = self.ckpt_dir / "checkpoint.safetensors"
@@ -178,17 +169,8 @@ class Trainer:
 
     def export(self, base_config: dict, seconds: float, losses: list[float], command: str) -> None:
         """Write projector.safetensors, lora.safetensors and owled_vlm.json into out_dir (each atomically)."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-
-        def atomic_save(tensors: dict, name: str) -> None:
-            fd, tmp = tempfile.mkstemp(dir=self.out_dir, suffix=".tmp")
-            os.close(fd)
-            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.out_dir / name)
-
-        atomic_save(self.vlm.projector.state_dict(), "projector.safetensors")
-        atomic_save(lora_state_dict(self.vlm.lm), "lora.safetensors")
+        save_safetensors_atomic(self.vlm.projector.state_dict(), self.out_dir / "projector.safetensors")
+        save_safetensors_atomic(lora_state_dict(self.vlm.lm), self.out_dir / "lora.safetensors")
         config = dict(base_config)
         config["lora"] = {"rank": self.lora_config.rank, "alpha": self.lora_config.alpha, "targets": list(self.lora_config.targets)}
         config["meta"] = {
@@ -197,11 +179,7 @@ class Trainer:
             "train": {**asdict(self.cfg), "train_seed": SPLIT_SEEDS["train"], "seconds": round(seconds, 1),
                       "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4), "command": command},
         }
-        fd, tmp = tempfile.mkstemp(dir=self.out_dir, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(config, f, indent=2)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.out_dir / CONFIG_NAME)
+        write_text_atomic(self.out_dir / CONFIG_NAME, json.dumps(config, indent=2))
 
 
 def train(out_dir: Path, work_dir: Path, cfg: TrainConfig, resume: bool, command: str) -> Path:
