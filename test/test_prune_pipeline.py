@@ -11,44 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from owled_ros.cli import main
-from owled_ros.model.checkpoint import load_vlm, save_vlm
+from owled_ros.model.checkpoint import load_vlm
 from owled_ros.model.encoders import EfficientNetEncoder, EncoderConfig
-from owled_ros.model.projector import MLPProjector, ProjectorConfig
-from owled_ros.model.vlm import DrivingVLM
 from owled_ros.prune import calibrate
 from owled_ros.prune.apply import prune_part
 from owled_ros.prune.calibrate import capture, run_block
 from owled_ros.prune.config import DEFAULT_ENCODER_SHARE, PruneConfig
 from owled_ros.prune.layers import make_blocks
-
-
-def tiny_llama(vocab: int = 128, layers: int = 3) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-    )
-    return LlamaForCausalLM(config).eval()
+from tiny_models import save_tiny_vlm, tiny_llama
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    from owled_ros.model.lm import default_lm_dir
-
-    return AutoTokenizer.from_pretrained(default_lm_dir())
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
-    torch.manual_seed(0)
-    encoder = EfficientNetEncoder(EncoderConfig(image_size=(64, 64), grid=(1, 2)))
-    lm = tiny_llama(len(tokenizer), layers=2)
-    projector = MLPProjector(ProjectorConfig(encoder.out_dim, lm.config.hidden_size, encoder.n_tokens()))
-    vlm = DrivingVLM(encoder, projector, lm, tokenizer, {"name": "tiny"}).eval()
-    return save_vlm(vlm, tmp_path_factory.mktemp("models") / "tiny")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return save_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny")
 
 
 def test_captured_calls_reproduce_the_model_block_by_block() -> None:

@@ -63,3 +63,30 @@ def save_tiny_llava(out: Path) -> Path:
     LlavaForConditionalGeneration(config).save_pretrained(out, safe_serialization=True)
     tokenizer().save_pretrained(out)
     return out
+
+
+def tiny_llama(vocab: int = 128, layers: int = 3):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def save_tiny_vlm(out: Path) -> Path:
+    """A DrivingVLM directory: the real EfficientNet at 64x64 (2 tokens), a 2-layer tiny Llama, the real tokenizer."""
+    from owled_ros.model.checkpoint import save_vlm
+    from owled_ros.model.encoders import EfficientNetEncoder, EncoderConfig
+    from owled_ros.model.projector import MLPProjector, ProjectorConfig
+    from owled_ros.model.vlm import DrivingVLM
+
+    tok = tokenizer()
+    torch.manual_seed(0)
+    encoder = EfficientNetEncoder(EncoderConfig(image_size=(64, 64), grid=(1, 2)))
+    lm = tiny_llama(len(tok), layers=2)
+    projector = MLPProjector(ProjectorConfig(encoder.out_dim, lm.config.hidden_size, encoder.n_tokens()))
+    return save_vlm(DrivingVLM(encoder, projector, lm, tok, {"name": "tiny"}).eval(), out)
+
