@@ -1,4 +1,4 @@
-"""Models on one replayed scene bag through owled_node: the numbers of benchmarks/BAG_RESULTS.md.
+"""Models on one replayed scene bag through owled_node: benchmarks/BENCHMARKS.md section 7.
 
     source scripts/env.sh
     nice -n 10 python benchmarks/bag_eval_table.py --models default --frames 10 --hz 10

@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pruned", required=True, help="pruned model directory (owled prune --out)")
     p.add_argument("--dense", default="default", help="dense model directory, or 'default'")
     p.add_argument("--out", required=True, help="directory for the two evaluations (eval_pruned/, eval_dense/ are replaced)")
-    p.add_argument("--hz", type=float, default=0.5, help="camera replay rate; slow enough that the node answers every frame")
+    p.add_argument("--hz", type=float, default=0.2, help="camera replay rate; slow enough (5 s a frame) that the node can answer every frame on a 2-core CPU")
     p.add_argument("--max-new-tokens", type=int, default=64)
 
 
