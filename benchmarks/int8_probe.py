@@ -4,6 +4,8 @@ Greedy frame answers (description + action, 64 tokens) on the first 6 test scene
 one torch thread: the fp32 default model, then copies of its LM with torch.ao's dynamic int8
 quantization (int8 weights, activations quantized per tensor on the fly) in four variants.
 Reports wall time and how many parsed actions match fp32. Side by side in one process.
+First, weight-only int8 (`torch._weight_int8pack_mm`) against fp32 on one SmolLM2 MLP matrix
+(1536 x 576) times one token, the batch-1 decode case.
 
     source scripts/env.sh
     OMP_NUM_THREADS=1 python benchmarks/int8_probe.py
@@ -34,9 +36,24 @@ def answers(vlm, frames) -> tuple[list[str], float, list[str]]:
     return [parse_answer(g).action.name for g in gens], time.perf_counter() - start, [g.text for g in gens]
 
 
+def weight_only_matvec_us(reps: int = 2000) -> dict:
+    x, w = torch.randn(1, 576), torch.randn(1536, 576)
+    scales = w.abs().amax(1) / 127
+    wq = torch.round(w / scales[:, None]).to(torch.int8)
+    out = {}
+    for name, f in (("fp32", lambda: x @ w.T), ("int8 weight-only", lambda: torch._weight_int8pack_mm(x, wq, scales))):
+        f()
+        start = time.perf_counter()
+        for _ in range(reps):
+            f()
+        out[name] = (time.perf_counter() - start) / reps * 1e6
+    return out
+
+
 def main() -> None:
     warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
     torch.set_num_threads(1)
+    print("matvec us", json.dumps(weight_only_matvec_us()), flush=True)
     frames = generated_frames("test", FRAMES)
     base = load_vlm("default")
     ref, ref_s, _ = answers(base, frames)

@@ -4,7 +4,7 @@ Both tools prune the plain SmolLM2-135M-Instruct (the default VLM's LM before it
 the same 64 calibration windows of 512 tokens (DESIGN.md protocol, written once to a file),
 each in a fresh process of its own venv: ours in .venv (`owled-job` below), llm-compressor in
 .venv-llmcompressor (benchmarks/llmcompressor/job.py). Wall time is the whole child process,
-model loading and saving included; peak RSS is the child's own ru_maxrss. Perplexity and
+model loading and saving included; peak RSS is the child's own VmHWM. Perplexity and
 achieved sparsity are then measured by one evaluator (ours, DESIGN.md protocol) on both
 saved models. Cases alternate between the tools so drifting machine load hits both alike.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -49,7 +48,9 @@ def owled_job(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - prune_start
     lm.save_pretrained(args.out)
     tok.save_pretrained(args.out)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from owled_ros.prune.report import peak_rss_mb
+
+    peak = peak_rss_mb()
     print(json.dumps({"prune_s": seconds, "process_s": time.perf_counter() - start, "peak_rss_mb": peak}))
 
 

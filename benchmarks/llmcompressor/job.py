@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 import traceback
 
@@ -55,7 +54,8 @@ def main() -> int:
     seconds = time.perf_counter() - start
     model.save_pretrained(args.out, save_compressed=False)
     tokenizer.save_pretrained(args.out)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: ru_maxrss also counts the parent's memory at fork (see owled_ros.prune.report)
+    peak = next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     print(json.dumps({"prune_s": seconds, "process_s": time.perf_counter() - process_start, "peak_rss_mb": peak}))
     return 0
 

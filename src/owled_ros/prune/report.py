@@ -19,7 +19,18 @@ def _zeros(blocks: list[Block]) -> tuple[int, int]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
+    """Peak resident memory of this process so far.
+
+    VmHWM of /proc/self/status where there is one: ru_maxrss also counts the parent's memory at
+    fork (Linux folds the forked address space's high-water mark into it at exec), so a prune
+    started from a big Python process would report that process's size.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
