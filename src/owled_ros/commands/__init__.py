@@ -3,4 +3,15 @@
 Modules import their heavy dependencies inside `run`, so `owled --help` stays fast.
 """
 
-COMMANDS: tuple[str, ...] = ("prepare", "describe", "data", "train", "prune", "eval", "bag", "demo")
+import argparse
+
+from owled_ros.deploy import PRECISIONS
+
+COMMANDS: tuple[str, ...] = ("prepare", "describe", "data", "train", "prune", "deploy", "eval", "bag", "demo")
+
+
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="auto: as the model directory holds it (int8 after owled deploy); fp32: run an int8 directory de-quantized",
+    )

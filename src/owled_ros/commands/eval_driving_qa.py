@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 
+from owled_ros.commands import add_precision_argument
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("driving-qa", help="action / perception / prediction / planning accuracy, BLEU-4, ROUGE-L, CIDEr")
     p.add_argument("--model", default="default", help="model directory, or 'default'")
+    add_precision_argument(p)
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="generated split (seeded)")
     p.add_argument("--drivelm", default=None, help="score a DriveLM JSON file instead of generated scenes")
     p.add_argument("--image-root", default=None, help="image root for --drivelm")
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         frames = drivelm_frames(Path(args.drivelm), Path(args.image_root), args.limit)
     else:
         frames = generated_frames(args.split, args.limit)
-    vlm = load_vlm(args.model)
+    vlm = load_vlm(args.model, args.precision)
     metrics = evaluate(vlm, frames, batch=args.batch, blank_image=args.blank_image, qa=not args.frame_only)
     metrics.update(model=str(args.model), split=args.split if not args.drivelm else args.drivelm)
     emit(metrics, args.out)

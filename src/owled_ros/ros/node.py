@@ -80,7 +80,7 @@ class OwledNode(LifecycleNode):
         started = time.perf_counter()
         try:
             config = PipelineConfig(self.params.max_new_tokens, self.params.prompt or FRAME_QUESTION)
-            self._pipeline = load_pipeline(self.params.model, config)
+            self._pipeline = load_pipeline(self.params.model, config, self.params.precision)
         except Exception as err:  # any loader failure leaves the node unconfigured, not dead
             self.get_logger().error(f"cannot load model {self.params.model!r}: {err}")
             return TransitionCallbackReturn.FAILURE

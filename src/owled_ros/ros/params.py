@@ -16,6 +16,8 @@ from rclpy.exceptions import InvalidTopicNameException
 from rclpy.node import Node
 from rclpy.validate_topic_name import validate_topic_name
 
+from owled_ros.deploy import PRECISIONS
+
 CAMERA_TYPE_NAMES = ("image", "compressed")
 STATE_TYPE_NAMES = ("odometry", "twist", "speed")
 MAX_NEW_TOKENS_LIMIT = 256
@@ -29,6 +31,7 @@ class ParamError(ValueError):
 @dataclass(frozen=True)
 class NodeParams:
     model: str
+    precision: str
     autostart: bool
     camera_topic: str
     camera_type: str
@@ -85,6 +88,7 @@ class ParamSpec:
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "default", "model directory (owled or LLaVA), or 'default' for the bundled model", _model),
+    ParamSpec("precision", "auto", "auto (as the model directory holds it: int8 after owled deploy) or fp32 (an int8 directory de-quantized); int8 refuses fp32 directories", _one_of(*PRECISIONS)),
     ParamSpec("autostart", True, "configure and activate at start-up; false waits for lifecycle transitions"),
     ParamSpec("camera_topic", "/camera/image_raw", "camera input topic", _topic),
     ParamSpec("camera_type", "image", "image (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage)", _one_of(*CAMERA_TYPE_NAMES)),

@@ -133,6 +133,8 @@ def model_id(vlm: DrivingVLM, model_dir: Path | None = None) -> str:
             notes.append(f"{report['method']}/{report['ratios']} {overall:.0%} sparse")
         except (ValueError, KeyError, TypeError):
             notes.append("unreadable prune_report.json")
+    if vlm.meta.get("precision") == "int8":
+        notes.append("int8")
     if vlm.meta.get("trained") is False:
         notes.append("untrained")
     return f"{name} ({', '.join(notes)})" if notes else name
@@ -175,7 +177,7 @@ class DrivingPipeline:
         )
 
 
-def load_pipeline(model_spec: str | Path, config: PipelineConfig) -> DrivingPipeline:
+def load_pipeline(model_spec: str | Path, config: PipelineConfig, precision: str = "auto") -> DrivingPipeline:
     """`default`, an owled model directory or a LLaVA directory -> a ready pipeline."""
-    vlm = load_vlm(model_spec)
+    vlm = load_vlm(model_spec, precision)
     return DrivingPipeline(vlm, config, model_id(vlm, resolve_model_dir(model_spec)))

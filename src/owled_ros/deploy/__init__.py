@@ -1,0 +1,9 @@
+"""The on-vehicle deploy path: SmoothQuant-smoothed int8 LM weights, run by torch's dynamic int8 kernels.
+
+Unstructured zeros buy no speed on this CPU (sparse CSR matvec is slower than dense),
+so the speed comes from int8 matmuls; smoothing first keeps SmolLM2's outlier
+activation channels from wrecking the per-token int8 activations.
+"""
+
+PRECISIONS = ("auto", "fp32", "int8")
+"""How a model directory runs: auto (what it holds), fp32 (an int8 one de-quantized), int8 (refuse fp32)."""

@@ -1,0 +1,17 @@
+"""Deploy settings, apart from the builder so `owled --help` reads the defaults without importing torch."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    alpha: float = 0.5  # SmoothQuant's migration strength (its paper's default)
+    calib: str = "scenes"
+    calib_samples: int = 32
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"--alpha must be in [0, 1], got {self.alpha}")
+        if self.calib_samples < 1:
+            raise ValueError(f"empty calibration set: --calib-samples must be at least 1, got {self.calib_samples}")

@@ -1,0 +1,165 @@
+"""The int8 deploy path: smoothing is exact in fp32, the stored ints are the kernel's ints,
+and a deployed pruned model answers like the pruned fp32 model on a held-out batch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+from owled_ros.cli import main
+from owled_ros.deploy.int8 import INT8_WEIGHTS, pack, quantize_linears, unpack
+from owled_ros.deploy.smoothquant import smooth_lm
+from owled_ros.errors import OwledError
+from owled_ros.eval.driving_qa import generated_frames
+from owled_ros.model.checkpoint import load_vlm
+from owled_ros.model.prompt import FRAME_QUESTION
+from owled_ros.prune.calibrate import observe
+from owled_ros.runtime.pipeline import parse_answer
+from tiny_models import save_tiny_vlm, tiny_llama
+
+
+def _absmax(lm: nn.Module, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    layers = {n: m for n, m in lm.named_modules() if isinstance(m, nn.Linear)}
+    with observe(layers, hessian=False) as stats, torch.no_grad():
+        lm(input_ids=ids)
+    return {n: s.absmax for n, s in stats.items()}
+
+
+def test_smoothing_leaves_the_fp32_model_unchanged_but_moves_the_outliers() -> None:
+    lm = tiny_llama()
+    ids = torch.randint(0, 128, (2, 24))
+    with torch.no_grad():
+        lm.model.layers[0].post_attention_layernorm.weight[3] = 40.0  # an outlier channel into gate/up
+        before = lm(input_ids=ids).logits
+    absmax = _absmax(lm, ids)
+    key = "model.layers.0.mlp.gate_proj"
+    spread_before = absmax[key].max() / absmax[key].median()
+    smooth_lm(lm, absmax, alpha=0.5)
+    with torch.no_grad():
+        after = lm(input_ids=ids).logits
+    assert torch.allclose(before, after, atol=1e-4, rtol=1e-4)
+    spread_after = _absmax(lm, ids)[key]
+    assert spread_after.max() / spread_after.median() < 0.2 * spread_before
+
+
+def test_smoothing_refuses_what_it_cannot_fold() -> None:
+    lm = tiny_llama()
+    lm.config.model_type = "gemma"
+    with pytest.raises(OwledError, match="gemma"):
+        smooth_lm(lm, {}, alpha=0.5)
+
+
+def test_stored_ints_are_the_ints_the_kernel_computes_with() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(48, 32)
+    w[:, 5] = 0.0  # pruned weights stay exactly zero
+    q, scale = pack(w)
+    assert (unpack(q, scale) - w).abs().max() <= scale.max() / 2 + 1e-7
+    linear = nn.Linear(32, 48)
+    linear.weight.data = unpack(q, scale)
+    kernel = quantize_linears(nn.Sequential(linear), {"0.weight": (q, scale)})[0]
+    assert isinstance(kernel, DynamicInt8Linear)
+    assert torch.equal(kernel.weight().int_repr(), q)
+    assert torch.allclose(kernel.weight().q_per_channel_scales().float(), scale)
+    assert (q[:, 5] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def pruned_and_deployed(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("deploy")
+    tiny = save_tiny_vlm(root / "tiny")
+    pruned, deployed = root / "pruned", root / "int8"
+    assert main(["prune", "--model", str(tiny), "--sparsity", "0.5", "--calib-samples", "4", "--out", str(pruned)]) == 0
+    assert main(["deploy", "--model", str(pruned), "--calib-samples", "4", "--out", str(deployed)]) == 0
+    return pruned, deployed
+
+
+def _next_token_logits(vlm, frames) -> torch.Tensor:
+    with torch.no_grad():
+        embeds, mask, _ = vlm._assemble(
+            vlm.visual_embeds([f.image for f in frames]), [f.state for f in frames], [FRAME_QUESTION] * len(frames), None, left_pad=True
+        )
+        return vlm.lm(inputs_embeds=embeds, attention_mask=mask).logits[:, -1]
+
+
+def test_deployed_model_runs_int8_and_answers_like_the_pruned_fp32_model(pruned_and_deployed) -> None:
+    pruned_dir, int8_dir = pruned_and_deployed
+    pruned, deployed = load_vlm(pruned_dir), load_vlm(int8_dir)
+    assert deployed.meta["precision"] == "int8" and deployed.meta["int8"]["alpha"] == 0.5
+    assert not any(isinstance(m, nn.Linear) for m in deployed.lm.modules())
+    assert sum(isinstance(m, DynamicInt8Linear) for m in deployed.lm.modules()) == 2 * 7 + 1  # 2 layers + lm_head
+    frames = generated_frames("test", 6)  # held out: the calibration uses the train split
+    ref, got = _next_token_logits(pruned, frames), _next_token_logits(deployed, frames)
+    cosine = torch.nn.functional.cosine_similarity(ref, got, dim=-1)
+    assert cosine.min() > 0.99, cosine
+    assert (ref.argmax(-1) == got.argmax(-1)).float().mean() >= 5 / 6
+    assert (int8_dir / "prune_report.json").is_file()  # the pruning summary travels with it
+
+
+def test_int8_directory_is_compact_and_keeps_the_pruned_zeros(pruned_and_deployed) -> None:
+    pruned_dir, int8_dir = pruned_and_deployed
+    fp32 = sum(p.stat().st_size for p in (pruned_dir / "lm").glob("*.safetensors"))
+    int8 = (int8_dir / "lm" / INT8_WEIGHTS).stat().st_size
+    assert int8 < 0.3 * fp32
+    pruned_weights = load_file(str(next((pruned_dir / "lm").glob("*.safetensors"))))
+    ints = load_file(str(int8_dir / "lm" / INT8_WEIGHTS))
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert torch.equal(ints[name + ".int8"] == 0, pruned_weights[name] == 0)
+
+
+def test_precision_parameter(pruned_and_deployed) -> None:
+    pruned_dir, int8_dir = pruned_and_deployed
+    as_fp32 = load_vlm(int8_dir, "fp32")
+    assert as_fp32.meta["precision"] == "fp32" and any(isinstance(m, nn.Linear) for m in as_fp32.lm.modules())
+    with pytest.raises(OwledError, match="owled deploy"):
+        load_vlm(pruned_dir, "int8")
+    with pytest.raises(OwledError, match="precision must be one of"):
+        load_vlm(pruned_dir, "fp16")
+
+
+def test_deploy_and_prune_refuse_bad_input(pruned_and_deployed, tmp_path, capsys) -> None:
+    pruned_dir, int8_dir = pruned_and_deployed
+    assert main(["deploy", "--model", str(pruned_dir), "--out", str(int8_dir)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["deploy", "--model", str(int8_dir), "--out", str(tmp_path / "again")]) == 2
+    assert "already an int8 deploy model" in capsys.readouterr().err
+    assert main(["prune", "--model", str(int8_dir), "--sparsity", "0.5", "--out", str(tmp_path / "p")]) == 2
+    assert "prune the fp32 model" in capsys.readouterr().err
+    assert main(["deploy", "--model", str(pruned_dir), "--alpha", "2", "--calib-samples", "1", "--out", str(tmp_path / "a")]) == 2
+    assert "--alpha must be in [0, 1]" in capsys.readouterr().err
+    assert main(["deploy", "--model", str(pruned_dir), "--calib", "nowhere", "--out", str(tmp_path / "c")]) == 2
+    assert "unknown calibration source" in capsys.readouterr().err
+    assert main(["deploy", "--model", str(pruned_dir), "--calib-samples", "0", "--out", str(tmp_path / "z")]) == 2
+    assert "--calib-samples must be at least 1" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_damaged_int8_weights_name_the_field(pruned_and_deployed, tmp_path) -> None:
+    import shutil
+
+    _, int8_dir = pruned_and_deployed
+    broken = tmp_path / "broken"
+    shutil.copytree(int8_dir, broken)
+    file = broken / "lm" / INT8_WEIGHTS
+    tensors = load_file(str(file))
+    del tensors["model.layers.1.self_attn.q_proj.weight.scale"]
+    save_file(tensors, str(file))
+    with pytest.raises(OwledError, match=r"model.int8.safetensors: field 'model.layers.1.self_attn.q_proj.weight.scale' missing"):
+        load_vlm(broken)
+
+
+@pytest.mark.slow
+def test_default_model_deployed_keeps_its_answers(default_vlm, tmp_path) -> None:
+    """16 held-out frames: the int8 default model names the fp32 model's action on most of them."""
+    out = tmp_path / "int8"
+    assert main(["deploy", "--calib-samples", "8", "--out", str(out)]) == 0
+    deployed = load_vlm(out)
+    frames = generated_frames("test", 16)
+    args = ([f.image for f in frames], [f.state for f in frames], [FRAME_QUESTION] * len(frames))
+    ref = [parse_answer(g).action for g in default_vlm.generate(*args)]
+    got = [parse_answer(g).action for g in deployed.generate(*args)]
+    assert sum(a == b for a, b in zip(ref, got)) >= 12, (ref, got)
