@@ -3,8 +3,9 @@
 Each model runs as `owled bag eval` does online (node + player + recorder over confined DDS);
 every answer is printed as it arrives, then one table compares action accuracy, ROUGE-L,
 latency and size. Size counts the nonzero weights of the prunable layers (from the pruned
-model's prune_report.json; the dense model has them all): the weights are stored dense
-either way, so the files on disk do not shrink.
+model's prune_report.json, which `owled deploy` carries over; the dense model has them all).
+The pruned model is shown as it would run on the vehicle: `scripts/demo.sh` deploys it as
+int8 first, and the table says which precision each model ran in.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="pruned vs dense model through owled_node on a replayed scene bag")
     p.add_argument("--bag", required=True, help="scene bag (owled bag make)")
-    p.add_argument("--pruned", required=True, help="pruned model directory (owled prune --out)")
+    p.add_argument("--pruned", required=True, help="pruned model directory (owled prune --out, or its owled deploy --out)")
     p.add_argument("--dense", default="default", help="dense model directory, or 'default'")
     p.add_argument("--out", required=True, help="directory for the two evaluations (eval_pruned/, eval_dense/ are replaced)")
     p.add_argument("--hz", type=float, default=0.2, help="camera replay rate; slow enough (5 s a frame) that the node can answer every frame on a 2-core CPU")
@@ -35,6 +36,19 @@ def _prunable_weights(pruned_dir: str) -> tuple[int, float]:
         return params, float(report["achieved_sparsity"]["overall"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise OwledError(f"{path}: unreadable prune report ({err})") from None
+
+
+def _label(role: str, model: str) -> str:
+    """"pruned int8" / "dense fp32": which precision the node runs the directory in (precision auto)."""
+    import json
+
+    from owled_ros.model.checkpoint import CONFIG_NAME, resolve_model_dir
+
+    try:
+        stored = json.loads((resolve_model_dir(model) / CONFIG_NAME).read_text()).get("precision", "fp32")
+    except (OSError, ValueError):
+        stored = "fp32"  # a LLaVA directory; load_vlm reports real problems
+    return f"{role} {stored}"
 
 
 def table(rows: list[tuple[str, dict, float]], prunable: int) -> str:
@@ -73,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
         raise OwledError(f"{args.bag}: no ground truth on /owled/ground_truth (make it with `owled bag make --source scenes`)")
     out = Path(args.out)
     rows = []
-    for label, model, model_sparsity in (("pruned", args.pruned, sparsity), ("dense", args.dense, 0.0)):
+    for label, model, model_sparsity in ((_label("pruned", args.pruned), args.pruned, sparsity), (_label("dense", args.dense), args.dense, 0.0)):
         spec = model if model == "default" else str(Path(model).resolve())
-        work = out / f"eval_{label}"
+        work = out / f"eval_{label.split()[0]}"
         shutil.rmtree(work, ignore_errors=True)  # the demo's own output from an earlier run
         print(f"\n== {label} model ({model}): owled_node on {drive.path}, {len(drive.frames)} frames at {args.hz:g} Hz", flush=True)
         report = evaluate_bag(drive, EvalConfig(spec, args.max_new_tokens, hz=args.hz), work, on_output=print_output)
