@@ -11,7 +11,7 @@ from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
 from owled_ros.cli import main
-from owled_ros.deploy.int8 import INT8_WEIGHTS, pack, quantize_linears, unpack
+from owled_ros.deploy.int8 import INT8_WEIGHTS, int8_kernel, pack, unpack
 from owled_ros.deploy.smoothquant import smooth_lm
 from owled_ros.errors import OwledError
 from owled_ros.eval.driving_qa import generated_frames
@@ -59,13 +59,31 @@ def test_stored_ints_are_the_ints_the_kernel_computes_with() -> None:
     w[:, 5] = 0.0  # pruned weights stay exactly zero
     q, scale = pack(w)
     assert (unpack(q, scale) - w).abs().max() <= scale.max() / 2 + 1e-7
-    linear = nn.Linear(32, 48)
-    linear.weight.data = unpack(q, scale)
-    kernel = quantize_linears(nn.Sequential(linear), {"0.weight": (q, scale)})[0]
+    kernel = int8_kernel(nn.Linear(32, 48), q, scale)
     assert isinstance(kernel, DynamicInt8Linear)
     assert torch.equal(kernel.weight().int_repr(), q)
     assert torch.allclose(kernel.weight().q_per_channel_scales().float(), scale)
     assert (q[:, 5] == 0).all()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_int8_lm_round_trip(tmp_path, tied: bool) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from owled_ros.deploy.int8 import load_int8_lm, save_int8_lm
+    from tiny_models import tokenizer
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer()), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
+    lm = LlamaForCausalLM(config).eval()
+    save_int8_lm(lm, tokenizer(), tmp_path)
+    ids = torch.randint(0, 1000, (2, 12))
+    with torch.no_grad():
+        ref = lm(input_ids=ids).logits
+        for quantize in (False, True):
+            got = load_int8_lm(tmp_path, quantize)[0](input_ids=ids).logits
+            assert torch.nn.functional.cosine_similarity(ref.flatten(1), got.flatten(1)).min() > 0.999
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """int8 LM weights: compact on disk (one byte a weight + a scale per row), fast at run time.
 
 Symmetric per output row, scale = max|w_row| / 127. The ints written here are exactly the
-ints torch's dynamic int8 Linear (fbgemm, per-channel) computes with: after
-`quantize_dynamic` builds the int8 modules, each gets the stored ints and scales back.
+ints torch's dynamic int8 Linear (fbgemm, per-channel) computes with: the int8 modules are
+built from the stored ints and scales, never re-quantized from floats.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.initialization import no_init_weights
 
 from owled_ros.errors import OwledError
 from owled_ros.fsutil import save_safetensors_atomic
@@ -48,55 +49,62 @@ def save_int8_lm(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_di
 def load_int8_lm(path: Path, quantize: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The int8 runtime LM (`quantize`), or the same weights de-quantized to fp32 to compare with.
 
-    Tensors are read one at a time into the freshly built model, so loading peaks at the
-    fp32 model plus the ints, not two fp32 copies."""
+    The model is built without initialising its weights, and for the int8 runtime the fp32
+    copies of the Linear weights are never written (their pages are never touched) while
+    each Linear is replaced by its int8 kernel as its ints are read: the load costs about
+    the int8 model's memory, not the fp32 model's."""
     check_hf_dir(path, "int8 causal LM")
     file = path / INT8_WEIGHTS
     if not file.is_file():
         raise OwledError(f"{file}: missing (an int8 model directory holds its LM weights there)")
     config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-    lm = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    packed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    with no_init_weights():  # which also skips tying: tie here, as the saved model was
+        lm = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    lm.tie_weights()
+    names = {id(p): n for n, p in lm.named_parameters()}  # tied weights appear once, as saved
+    linears = [(n, m) for n, m in lm.named_modules() if isinstance(m, nn.Linear)] if quantize else []
+    kernel_only = {id(m.weight) for _, m in linears}
+    kernel_only -= {id(p) for m in lm.modules() if not isinstance(m, nn.Linear) for p in m.parameters(recurse=False)}
     with safe_open(str(file), "pt") as f, torch.no_grad():
         stored = set(f.keys())
-        wanted = set()
-        for name, param in lm.named_parameters():  # tied weights appear once, as saved
-            keys = (name + _Q, name + _S) if param.ndim == 2 else (name,)
+
+        def read(name: str, shape: torch.Size) -> tuple[torch.Tensor, ...]:
+            keys = (name + _Q, name + _S) if len(shape) == 2 else (name,)
             for key in keys:
                 if key not in stored:
                     raise OwledError(f"{file}: field {key!r} missing (config.json asks for it)")
-            if param.ndim == 2:
-                packed[name] = (f.get_tensor(keys[0]), f.get_tensor(keys[1]))
-                value = unpack(*packed[name])
-            else:
-                value = f.get_tensor(name)
-            if value.shape != param.shape:
-                raise OwledError(f"{file}: field {keys[0]!r} has shape {tuple(value.shape)}, config.json gives {tuple(param.shape)}")
-            param.copy_(value)
-            wanted.update(keys)
+            tensors = tuple(f.get_tensor(k) for k in keys)
+            if tensors[0].shape != shape or (len(keys) == 2 and tensors[1].shape != shape[:1]):
+                raise OwledError(f"{file}: field {keys[0]!r} has shape {tuple(tensors[0].shape)}, config.json gives {tuple(shape)}")
+            return tensors
+
+        wanted = {k for n, p in lm.named_parameters() for k in ((n + _Q, n + _S) if p.ndim == 2 else (n,))}
+        for name, param in lm.named_parameters():
+            if id(param) not in kernel_only:  # fp32 at run time: norms, biases, embeddings, all with --precision fp32
+                values = read(name, param.shape)
+                param.copy_(values[0])
+                if param.ndim == 2:
+                    param.mul_(values[1][:, None])  # de-quantized in place: no fp32 temporary
+        for name, linear in linears:
+            q, scale = read(names[id(linear.weight)], linear.weight.shape)
+            parent, _, child = name.rpartition(".")
+            setattr(lm.get_submodule(parent) if parent else lm, child, int8_kernel(linear, q, scale))
     if stored - wanted:
         raise OwledError(f"{file}: fields not in config.json's model, e.g. {sorted(stored - wanted)[0]!r}")
-    if quantize:
-        quantize_linears(lm, packed)
     lm.eval()
     return lm, AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
 
 
-def quantize_linears(lm: nn.Module, packed: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> nn.Module:
-    """Every nn.Linear -> torch's dynamic int8 Linear (per-channel weights, per-token activations),
-    running the given ints and scales (keyed by weight name; a tied lm_head finds its embedding's)."""
+def int8_kernel(linear: nn.Linear, q: torch.Tensor, scale: torch.Tensor) -> nn.Module:
+    """torch's dynamic int8 Linear (fbgemm: per-channel int8 weights, activations quantized per call)
+    running exactly these ints and scales."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    names = {id(p): n for n, p in lm.named_parameters()}
-    weight_of = {n: names[id(m.weight)] for n, m in lm.named_modules() if isinstance(m, nn.Linear)}
+    zeros = torch.zeros(len(scale), dtype=torch.long)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao's deprecation notice, once per call
-        quantize_dynamic(lm, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
-    for name, module in lm.named_modules():
-        if isinstance(module, DynamicInt8Linear):
-            q, scale = packed[weight_of[name]]
-            zeros = torch.zeros(len(scale), dtype=torch.long)
-            exact = torch.quantize_per_channel(unpack(q, scale), scale.double(), zeros, 0, torch.qint8)
-            module.set_weight_bias(exact, module.bias())
-    return lm
+        # torch 2.13 marks quantized tensors deprecated (pytorch#184982); the pinned torch has them.
+        warnings.simplefilter("ignore", UserWarning)
+        weight = torch._make_per_channel_quantized_tensor(q, scale.double(), zeros, 0)  # the ints as they are, no float detour
+    kernel = DynamicInt8Linear(linear.in_features, linear.out_features, bias_=linear.bias is not None, dtype=torch.qint8)
+    kernel.set_weight_bias(weight, None if linear.bias is None else linear.bias.detach())
+    return kernel
