@@ -18,7 +18,6 @@ from owled_ros.eval.driving_qa import generated_frames
 from owled_ros.model.checkpoint import load_vlm
 from owled_ros.model.prompt import FRAME_QUESTION
 from owled_ros.prune.calibrate import observe
-from owled_ros.runtime.pipeline import parse_answer
 from tiny_models import save_tiny_vlm, tiny_llama
 
 
@@ -171,13 +170,22 @@ def test_damaged_int8_weights_name_the_field(pruned_and_deployed, tmp_path) -> N
 
 
 @pytest.mark.slow
-def test_default_model_deployed_keeps_its_answers(default_vlm, tmp_path) -> None:
-    """16 held-out frames: the int8 default model names the fp32 model's action on most of them."""
+def test_default_model_deployed_predicts_the_fp32_answers(default_vlm, tmp_path) -> None:
+    """8 held-out frames, teacher-forced on the fp32 model's own greedy answers: the int8 model
+    predicts the same next token at >= 85 % of the answer positions (measured: 0.91; without
+    smoothing, int8 answers fall apart, BENCHMARKS.md 5.2)."""
     out = tmp_path / "int8"
-    assert main(["deploy", "--calib-samples", "8", "--out", str(out)]) == 0
+    assert main(["deploy", "--out", str(out)]) == 0
     deployed = load_vlm(out)
-    frames = generated_frames("test", 16)
+    frames = generated_frames("test", 8)
     args = ([f.image for f in frames], [f.state for f in frames], [FRAME_QUESTION] * len(frames))
-    ref = [parse_answer(g).action for g in default_vlm.generate(*args)]
-    got = [parse_answer(g).action for g in deployed.generate(*args)]
-    assert sum(a == b for a, b in zip(ref, got)) >= 12, (ref, got)
+    answers = [g.text for g in default_vlm.generate(*args)]
+
+    def predicted(vlm) -> torch.Tensor:
+        with torch.no_grad():
+            embeds, mask, spans = vlm._assemble(vlm.visual_embeds(args[0]), args[1], args[2], answers, left_pad=False)
+            logits = vlm.lm(inputs_embeds=embeds, attention_mask=mask).logits
+        return torch.cat([logits[i, start - 1 : start - 1 + len(ids)].argmax(-1) for i, (start, ids) in enumerate(spans)])
+
+    agreement = (predicted(deployed) == predicted(default_vlm)).float().mean().item()
+    assert agreement >= 0.85, agreement
