@@ -91,3 +91,5 @@ def test_setup_data_files_exist() -> None:
     assert {Path(f).name for f in entries["share/owled_ros/launch"]} >= {"owled.launch.py", "owled_carla.launch.py"}
     assert {Path(f).name for f in entries["share/owled_ros/config"]} >= {"owled.yaml", "carla.yaml", "fastdds_localhost.xml"}
     assert entries["share/owled_ros"] == ["package.xml"]
+    shipped = {p.name for p in (ROOT / "models" / "default").iterdir()}  # an installed node finds the default model
+    assert {Path(f).name for f in entries["share/owled_ros/models/default"]} == shipped

