@@ -8,10 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
 from owled_ros.cli import main
-from owled_ros.deploy.int8 import INT8_WEIGHTS, int8_kernel, pack, unpack
+from owled_ros.deploy.int8 import INT8_WEIGHTS, Int8Linear, pack, unpack
 from owled_ros.deploy.smoothquant import smooth_lm
 from owled_ros.errors import OwledError
 from owled_ros.eval.driving_qa import generated_frames
@@ -58,11 +57,27 @@ def test_stored_ints_are_the_ints_the_kernel_computes_with() -> None:
     w[:, 5] = 0.0  # pruned weights stay exactly zero
     q, scale = pack(w)
     assert (unpack(q, scale) - w).abs().max() <= scale.max() / 2 + 1e-7
-    kernel = int8_kernel(nn.Linear(32, 48), q, scale)
-    assert isinstance(kernel, DynamicInt8Linear)
-    assert torch.equal(kernel.weight().int_repr(), q)
-    assert torch.allclose(kernel.weight().q_per_channel_scales().float(), scale)
+    kernel = Int8Linear(q, scale, None)
+    assert torch.equal(kernel.decode.weight().int_repr(), q)  # the decode kernel's ints
+    assert torch.allclose(kernel.decode.weight().q_per_channel_scales().float(), scale)
+    assert torch.equal(kernel.weight_t.t(), q)  # the prefill path's ints
     assert (q[:, 5] == 0).all()
+
+
+def test_prefill_scales_each_token_and_decode_runs_fbgemm() -> None:
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48)
+    kernel = Int8Linear(*pack(linear.weight.detach()), linear.bias.detach())
+    x = torch.randn(2, 12, 64)
+    x[0, 0] *= 300.0  # one token far louder than the rest, as a prompt's first token can be
+    with torch.no_grad():
+        ref, got = linear(x), kernel(x)
+        # every other token keeps its own precision: a per-call scale would blur them to noise
+        err = ((got - ref).norm(dim=-1) / ref.norm(dim=-1))
+        assert err.max() < 0.02, err
+        step = x[:, 1:2]  # a decode step: one token per sequence, fbgemm's kernel
+        assert torch.equal(kernel(step), kernel.decode(step))
+        assert ((kernel(step) - linear(step)).norm() / linear(step).norm()) < 0.03
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -108,7 +123,7 @@ def test_deployed_model_runs_int8_and_answers_like_the_pruned_fp32_model(pruned_
     pruned, deployed = load_vlm(pruned_dir), load_vlm(int8_dir)
     assert deployed.meta["precision"] == "int8" and deployed.meta["int8"]["alpha"] == 0.5
     assert not any(isinstance(m, nn.Linear) for m in deployed.lm.modules())
-    assert sum(isinstance(m, DynamicInt8Linear) for m in deployed.lm.modules()) == 2 * 7 + 1  # 2 layers + lm_head
+    assert sum(isinstance(m, Int8Linear) for m in deployed.lm.modules()) == 2 * 7 + 1  # 2 layers + lm_head
     frames = generated_frames("test", 6)  # held out: the calibration uses the train split
     ref, got = _next_token_logits(pruned, frames), _next_token_logits(deployed, frames)
     cosine = torch.nn.functional.cosine_similarity(ref, got, dim=-1)

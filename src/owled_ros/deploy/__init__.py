@@ -1,8 +1,8 @@
-"""The on-vehicle deploy path: SmoothQuant-smoothed int8 LM weights, run by torch's dynamic int8 kernels.
+"""The on-vehicle deploy path: SmoothQuant-smoothed int8 LM weights, run by int8 matmuls.
 
 Unstructured zeros buy no speed on this CPU (sparse CSR matvec is slower than dense),
-so the speed comes from int8 matmuls; smoothing first keeps SmolLM2's outlier
-activation channels from wrecking the per-token int8 activations.
+so the speed comes from int8 matmuls (deploy.int8.Int8Linear); smoothing first keeps
+SmolLM2's outlier activation channels from wrecking the int8 activations.
 """
 
 PRECISIONS = ("auto", "fp32", "int8")

@@ -13,6 +13,6 @@ def smooth_for_int8(vlm: DrivingVLM, calib: CalibrationSet, config: DeployConfig
     worst = smooth_lm(vlm.lm, input_absmax(vlm, calib), config.alpha)
     return {
         **asdict(config),
-        "scheme": "SmoothQuant + int8 per-channel weights, dynamic per-token int8 activations",
+        "scheme": "SmoothQuant + int8 per-channel weights; int8 activations scaled per token in the prefill, per call in decode steps",
         "max_activation_outlier_ratio": round(worst, 1),
     }
