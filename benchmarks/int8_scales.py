@@ -2,16 +2,17 @@
 
 One deployed directory (`owled deploy`), three ways to run the same stored ints, side by side
 in one process, one torch thread:
-- per call: fbgemm's dynamic int8 kernel everywhere (one 7-bit activation scale per call;
-  the deploy path before 2026-11-24);
+- per call, 7-bit: fbgemm's dynamic int8 kernel everywhere as torch.ao ships it (one activation
+  scale per call, 7-bit on x86; the deploy path until 2026-11-24);
 - per token: torch._int_mm everywhere, one scale per token;
-- shipped (`Int8Linear`): per token in the prefill, fbgemm's kernel for decode steps.
+- shipped (`Int8Linear`): per token in the prefill, fbgemm's kernel for decode steps, 8-bit
+  where the CPU has VNNI.
 Accuracy: the node's per-frame answer on the first --frames test scenes (batch 8, as
 `owled eval driving-qa --frame-only`). Latency: batch-1 frames, median of --latency-frames.
 
     source scripts/env.sh
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/int8_scales.py --model runs/deploy_bench/pruned20-int8 \\
-        --frames 200 --results benchmarks/int8_scales.json
+        --frames 1000 --results benchmarks/int8_scales.json
 """
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ from owled_ros.model.checkpoint import load_vlm
 from owled_ros.model.prompt import FRAME_QUESTION
 
 
-VARIANTS = {"per call (fbgemm)": "decode", "per token (torch._int_mm)": "per_token", "shipped: per token prefill, per call decode": None}
+VARIANTS = {"per call, 7-bit (fbgemm as torch.ao ships it)": "decode", "per token (torch._int_mm)": "per_token",
+            "shipped: per token prefill, per call decode (8-bit on VNNI)": None}
+"""label -> the Int8Linear path every call takes (None: as shipped)."""
 
 
 def frame_latency_ms(vlm, frames) -> float:
@@ -47,10 +50,10 @@ def run(model: str, frames: int, latency_frames: int) -> dict:
     rows = {}
     for label, path in VARIANTS.items():
         vlm = load_vlm(model, "int8")
-        if path is not None:  # every call through one path
+        if path is not None:  # every call through one path (a bound method: assigning the module would register it)
             for m in vlm.lm.modules():
                 if isinstance(m, Int8Linear):
-                    m.forward = getattr(m, path)
+                    m.forward = m.decode.forward if path == "decode" else m.per_token
         scores = evaluate(vlm, test[:frames], qa=False)
         rows[label] = {"action_accuracy": scores["action_accuracy"], "rouge_l": scores["rouge_l"],
                        "frame_p50_ms": frame_latency_ms(vlm, test[:latency_frames])}
@@ -75,7 +78,9 @@ def main() -> None:
     args = p.parse_args()
     path = Path(args.results)
     if not args.markdown:
-        path.write_text(json.dumps(run(args.model, args.frames, args.latency_frames), indent=1) + "\n")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(run(args.model, args.frames, args.latency_frames), indent=1) + "\n")
+        tmp.replace(path)
     print(markdown(json.loads(path.read_text())))
 
 

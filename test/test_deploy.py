@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from owled_ros.cli import main
-from owled_ros.deploy.int8 import INT8_WEIGHTS, Int8Linear, pack, unpack
+from owled_ros.deploy.int8 import FULL_RANGE_ACTIVATIONS, INT8_WEIGHTS, Int8Linear, pack, unpack
 from owled_ros.deploy.smoothquant import smooth_lm
 from owled_ros.errors import OwledError
 from owled_ros.eval.driving_qa import generated_frames
@@ -76,8 +76,23 @@ def test_prefill_scales_each_token_and_decode_runs_fbgemm() -> None:
         err = ((got - ref).norm(dim=-1) / ref.norm(dim=-1))
         assert err.max() < 0.02, err
         step = x[:, 1:2]  # a decode step: one token per sequence, fbgemm's kernel
-        assert torch.equal(kernel(step), kernel.decode(step))
+        assert torch.equal(kernel(step), kernel.decode_step(step))
         assert ((kernel(step) - linear(step)).norm() / linear(step).norm()) < 0.03
+
+
+@pytest.mark.skipif(not FULL_RANGE_ACTIVATIONS, reason="no VNNI: decode keeps fbgemm's 7-bit activations")
+def test_full_range_decode_does_not_saturate() -> None:
+    """Every weight at +127 and activations at the top of the 8-bit range: int16 pair sums would
+    saturate (255 * 127 * 2 > 32767) and lose about half the result; VNNI's int32 sums keep it."""
+    w = torch.ones(16, 576)
+    kernel = Int8Linear(*pack(w), None)
+    x = torch.ones(1, 1, 576)
+    x[..., 0] = -1.0
+    with torch.no_grad():
+        ref, got = x @ w.t(), kernel(x)
+        seven_bit = kernel.decode(x)  # fbgemm's default range, for scale
+    assert (got - ref).abs().max() < 0.01 * ref.abs().max()
+    assert (got - ref).abs().max() < (seven_bit - ref).abs().max()
 
 
 @pytest.mark.parametrize("tied", [True, False])

@@ -6,6 +6,7 @@ never re-quantized from floats.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -96,16 +97,31 @@ def load_int8_lm(path: Path, quantize: bool) -> tuple[PreTrainedModel, PreTraine
     return lm, AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
 
 
+def _cpu_has_vnni() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_vnni|avx_vnni)\b", flags))
+
+
+FULL_RANGE_ACTIVATIONS = _cpu_has_vnni()
+"""fbgemm's default quantizes decode activations to 7 bits, because without VNNI its u8 x s8
+products are summed in int16 and 8 bits could saturate; VNNI sums in int32, so 8 bits are
+safe. On this CPU the 8th bit is worth 3 action points (BENCHMARKS 5.0)."""
+
+
 class Int8Linear(nn.Module):
     """A Linear on int8 weights (one scale per output row) and int8 activations, int32 sums.
 
     A decode step (one new token per sequence) runs fbgemm's dynamic int8 kernel, the
-    fastest here: one activation scale for the call (7-bit, fbgemm's default on x86), which
-    at batch 1 is the token's own. A call with several tokens per sequence (the prefill of
-    image tokens + prompt) runs `torch._int_mm` with one scale per token instead, so no
-    token's range coarsens another's. Per-call scales everywhere cost the pruned default
-    model 7 action points on 200 val frames, per-token scales everywhere were 1.5x slower a
-    frame (BENCHMARKS 5.0). Both paths multiply exactly the stored ints."""
+    fastest here: one activation scale for the call, which at batch 1 is the token's own,
+    8-bit where the CPU has VNNI (`FULL_RANGE_ACTIVATIONS`). A call with several tokens per
+    sequence (the prefill of image tokens + prompt) runs `torch._int_mm` with one scale per
+    token instead, so no token's range coarsens another's. Per-token scales everywhere were
+    1.8x slower a frame; fbgemm everywhere with its 7-bit default cost 3.7 action points and
+    2.5 ROUGE-L points against fp32 on 1000 test frames (BENCHMARKS 5.0). Both paths
+    multiply exactly the stored ints."""
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
@@ -123,7 +139,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(x) if x.dim() == 3 and x.shape[1] == 1 else self.per_token(x)
+        return self.decode_step(x) if x.dim() == 3 and x.shape[1] == 1 else self.per_token(x)
+
+    def decode_step(self, x: torch.Tensor) -> torch.Tensor:
+        packed = self.decode._packed_params._packed_params
+        return torch.ops.quantized.linear_dynamic(x, packed, reduce_range=not FULL_RANGE_ACTIVATIONS).to(x.dtype)
 
     def per_token(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
