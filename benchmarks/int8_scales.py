@@ -70,7 +70,7 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="an int8 directory made by owled deploy")
+    p.add_argument("--model", help="an int8 directory made by owled deploy (needed to measure)")
     p.add_argument("--frames", type=int, default=200)
     p.add_argument("--latency-frames", type=int, default=5)
     p.add_argument("--results", default="benchmarks/int8_scales.json")
@@ -78,6 +78,8 @@ def main() -> None:
     args = p.parse_args()
     path = Path(args.results)
     if not args.markdown:
+        if not args.model:
+            p.error("--model is needed to measure (or give --markdown)")
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(run(args.model, args.frames, args.latency_frames), indent=1) + "\n")
         tmp.replace(path)

@@ -119,7 +119,7 @@ class Int8Linear(nn.Module):
     8-bit where the CPU has VNNI (`FULL_RANGE_ACTIVATIONS`). A call with several tokens per
     sequence (the prefill of image tokens + prompt) runs `torch._int_mm` with one scale per
     token instead, so no token's range coarsens another's. Per-token scales everywhere were
-    1.8x slower a frame; fbgemm everywhere with its 7-bit default cost 3.7 action points and
+    1.75x slower a frame; fbgemm everywhere with its 7-bit default cost 3.7 action points and
     2.5 ROUGE-L points against fp32 on 1000 test frames (BENCHMARKS 5.0). Both paths
     multiply exactly the stored ints."""
 
