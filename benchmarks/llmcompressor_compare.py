@@ -7,6 +7,10 @@ each in a fresh process of its own venv: ours in .venv (`owled-job` below), llm-
 model loading and saving included; peak RSS is the child's own VmHWM. Perplexity and
 achieved sparsity are then measured by one evaluator (ours, DESIGN.md protocol) on both
 saved models. Cases alternate between the tools so drifting machine load hits both alike.
+Our job is what `owled prune --model LM_DIR --calib wiki` runs: the LM streamed from its
+safetensors files one decoder layer at a time (prune/stream.py), calibration products in
+bf16 where the CPU has bf16 dot products (--calib-dtype auto); an fp32 run of ours on the
+uniform jobs separates the two.
 
     python -m venv .venv-llmcompressor && .venv-llmcompressor/bin/pip install torch==2.13.0 llmcompressor==0.14.0.1
     source scripts/env.sh
@@ -30,6 +34,9 @@ WORK = ROOT / "runs" / "llmc_compare"
 CALIB = WORK / "calib.safetensors"
 OWL_M, OWL_LAMBDA = 7.0, 0.2  # owled_ros defaults (prune/config.py), given to both tools
 CASES = (("uniform", 0.7), ("owl", 0.7), ("uniform", 0.5), ("owl", 0.5))
+# ours with its default (--calib-dtype auto: bf16 products on CPUs with bf16 dot products), ours in
+# fp32 (the same arithmetic as llm-compressor's fp32 run), theirs; the fp32 variant on uniform jobs only
+TOOLS = ("owled_ros", "owled_ros fp32", "llm-compressor")
 
 
 def owled_job(args: argparse.Namespace) -> None:
@@ -37,21 +44,16 @@ def owled_job(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     from safetensors.torch import load_file
 
-    from owled_ros.model.lm import default_lm_dir, load_hf_lm
-    from owled_ros.prune.config import PruneConfig
-    from owled_ros.prune.vlm import prune_lm
-
-    lm, tok = load_hf_lm(default_lm_dir())
-    config = PruneConfig("wanda", args.ratios, 0.0, args.sparsity, owl_m=OWL_M, owl_lambda=OWL_LAMBDA)
-    prune_start = time.perf_counter()
-    prune_lm(lm, load_file(str(CALIB))["windows"], config)
-    seconds = time.perf_counter() - prune_start
-    lm.save_pretrained(args.out)
-    tok.save_pretrained(args.out)
+    from owled_ros.model.lm import default_lm_dir
+    from owled_ros.prune.config import PruneConfig, resolve_calib_dtype
     from owled_ros.prune.report import peak_rss_mb
+    from owled_ros.prune.stream import prune_lm_dir
 
-    peak = peak_rss_mb()
-    print(json.dumps({"prune_s": seconds, "process_s": time.perf_counter() - start, "peak_rss_mb": peak}))
+    config = PruneConfig("wanda", args.ratios, 0.0, args.sparsity, owl_m=OWL_M, owl_lambda=OWL_LAMBDA,
+                         calib_dtype=resolve_calib_dtype(args.calib_dtype))
+    report = prune_lm_dir(default_lm_dir(), load_file(str(CALIB))["windows"], config, Path(args.out), {"source": str(CALIB)})
+    print(json.dumps({"prune_s": report["seconds"], "process_s": time.perf_counter() - start,
+                      "peak_rss_mb": peak_rss_mb(), "calib_dtype": config.calib_dtype}))
 
 
 def _child(cmd: list[str]) -> dict:
@@ -86,14 +88,15 @@ def run(results_path: Path) -> None:
     if not CALIB.is_file():
         save_file({"windows": calibration_windows(load_default_lm()[1], 64, 512).contiguous()}, str(CALIB))
     for ratios, sparsity in CASES:
-        for tool in ("owled_ros", "llm-compressor"):
+        for tool in TOOLS:
             key = f"{tool}/wanda/{ratios}/{sparsity:g}"
-            if key in results:
+            if key in results or (tool == "owled_ros fp32" and ratios != "uniform"):
                 continue
-            out = WORK / key.replace("/", "_")
+            out = WORK / key.replace("/", "_").replace(" ", "_")
             shutil.rmtree(out, ignore_errors=True)
-            if tool == "owled_ros":
-                cmd = [sys.executable, __file__, "owled-job", "--ratios", ratios, "--sparsity", str(sparsity), "--out", str(out)]
+            if tool.startswith("owled_ros"):
+                cmd = [sys.executable, __file__, "owled-job", "--ratios", ratios, "--sparsity", str(sparsity), "--out", str(out),
+                       "--calib-dtype", "fp32" if tool.endswith("fp32") else "auto"]
             else:
                 cmd = [str(LLMC_PYTHON), str(LLMC_JOB), "--model", str(_default_lm_dir()), "--calib", str(CALIB),
                        "--method", "wanda", "--sparsity", str(sparsity), "--out", str(out)]
@@ -121,8 +124,9 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for ratios, sparsity in CASES:
-        ours, theirs = (results.get(f"{t}/wanda/{ratios}/{sparsity:g}") for t in ("owled_ros", "llm-compressor"))
-        for r in (ours, theirs):
+        rows = [results.get(f"{t}/wanda/{ratios}/{sparsity:g}") for t in TOOLS]
+        theirs = rows[-1]
+        for r in rows:
             if r is None:
                 continue
             job = f"{'OWL-' if ratios == 'owl' else ''}Wanda {sparsity:.0%}"
@@ -130,7 +134,7 @@ def markdown(results: dict) -> str:
                 lines.append(f"| {job} | {r['tool']} | {r['wall_s']} | failed: `{r['error'][-1]}` | | | | | |")
                 continue
             ratio = ""
-            if r is ours and theirs and "error" not in theirs:
+            if r is not theirs and theirs and "error" not in theirs:
                 ratio = (f" {r['wall_s'] / theirs['wall_s']:.2f} | {r['peak_rss_mb'] / theirs['peak_rss_mb']:.2f} "
                          f"| {r['perplexity'] / theirs['perplexity']:.2f} |")
             lines.append(
@@ -147,6 +151,7 @@ def main() -> None:
     job.add_argument("--ratios", required=True)
     job.add_argument("--sparsity", type=float, required=True)
     job.add_argument("--out", required=True)
+    job.add_argument("--calib-dtype", choices=("auto", "fp32", "bf16"), default="auto")
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "llmcompressor_compare.json")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args()

@@ -81,7 +81,7 @@ class Bench:
         d = self.outliers(m) if ratios == "owl" else None
         self.lm.load_state_dict(self.dense)
         start = time.perf_counter()
-        part = prune_part("llm", self.blocks, lambda: self.captured, sparsity, config, dense_outlier_ratios=d)
+        part = prune_part("llm", self.blocks, lambda: self.captured, sparsity, config, dense_outlier_ratios=d, keep_capture=True)
         seconds = time.perf_counter() - start
         zeros = sum(int((layer.weight == 0).sum()) for b in part.blocks for layer in b.layers.values())
         self.results[key] = {

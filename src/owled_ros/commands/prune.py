@@ -6,15 +6,21 @@ text calibration (wiki has no images) or with --nm (S/4 has no N:M form).
 --nm N:M prunes every pruned part in N:M groups along the input dimension (2:4 is what
 sparse tensor cores run) with uniform ratios: the reference's OWL + N:M mixes different
 N per layer, which no N:M hardware runs, so an explicit --ratios owl with --nm is refused.
+--model may also be a plain HF causal LM directory (safetensors): it is calibrated on
+--calib wiki and pruned streamed from its files, one decoder layer in memory at a time
+(prune/stream.py); the output is a sharded HF checkpoint.
+--calib-dtype auto runs the calibration forwards in bf16 where the CPU has bf16 dot
+products (1.6x faster a block), else fp32; the pruned weights are fp32 either way.
 The output directory is built beside --out under a temporary name and renamed at the
 end: an interrupted or failed run leaves nothing.
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from owled_ros.data.calibration import SOURCES, check_source
-from owled_ros.prune.config import DEFAULT_ENCODER_SHARE, DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M, METHODS, RATIOS
+from owled_ros.prune.config import CALIB_DTYPES, DEFAULT_ENCODER_SHARE, DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M, METHODS, RATIOS
 
 
 def _source(value: str) -> str:
@@ -26,7 +32,7 @@ def _source(value: str) -> str:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="prune the model with OWL / Wanda / SparseGPT and save it")
-    p.add_argument("--model", default="default", help="model directory, or 'default'")
+    p.add_argument("--model", default="default", help="model directory, or 'default', or a plain HF causal LM directory")
     p.add_argument("--method", choices=METHODS, default="wanda")
     p.add_argument("--ratios", choices=RATIOS, default=None, help="per-block sparsity: uniform, or OWL's outlier-weighted (default owl; uniform with --nm)")
     p.add_argument("--sparsity", type=float, default=None, help="target sparsity S in [0, 1) (default N/M with --nm)")
@@ -38,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", type=_source, default="scenes", metavar="SOURCE", help=f"calibration data: {', '.join(SOURCES)}")
     p.add_argument("--calib-samples", type=int, default=64, help="images, or text windows for wiki")
     p.add_argument("--seqlen", type=int, default=512, help="text window length (wiki)")
+    p.add_argument("--calib-dtype", choices=("auto", *CALIB_DTYPES), default="auto",
+                   help="what the calibration forwards compute in (auto: bf16 where the CPU has bf16 dot products)")
     p.add_argument("--out", required=True, help="output model directory (must not exist)")
 
 
@@ -57,7 +65,7 @@ def _parse_nm(text: str | None) -> tuple[int, int] | None:
 
 def _config(args: argparse.Namespace):
     from owled_ros.errors import OwledError
-    from owled_ros.prune.config import PruneConfig
+    from owled_ros.prune.config import PruneConfig, resolve_calib_dtype
 
     nm = _parse_nm(args.nm)
     for flag in ("sparsity", "encoder_sparsity", "llm_sparsity"):
@@ -78,19 +86,47 @@ def _config(args: argparse.Namespace):
         raise OwledError(f"--seqlen must be at least 2, got {args.seqlen}")
     try:
         ratios = args.ratios or ("uniform" if nm else "owl")
-        return PruneConfig(args.method, ratios, encoder, llm, nm, args.owl_m, args.owl_lambda)
+        return PruneConfig(args.method, ratios, encoder, llm, nm, args.owl_m, args.owl_lambda, resolve_calib_dtype(args.calib_dtype))
     except ValueError as err:
         raise OwledError(str(err)) from None
 
 
+def _calibration_record(calib) -> dict:
+    return {"source": calib.source, "samples": calib.samples,
+            "seqlen": int(calib.windows.shape[1]) if calib.windows is not None else None}
+
+
+def _print_summary(config, report: dict, out: Path) -> None:
+    achieved = report["achieved_sparsity"]
+    parts = ", ".join(f"{k} {v:.3f}" for k, v in achieved.items())
+    print(f"pruned {config.method}/{config.ratios} ({config.calib_dtype} calibration): {parts} "
+          f"in {report['seconds']:.0f} s, peak {report['peak_rss_mb']:.0f} MB -> {out}")
+
+
+def _run_plain_lm(args: argparse.Namespace, path: Path, config, out: Path) -> int:
+    from transformers import AutoTokenizer
+
+    from owled_ros.data.calibration import load_calibration
+    from owled_ros.errors import OwledError
+    from owled_ros.prune.stream import prune_lm_dir
+
+    if args.calib != "wiki":
+        raise OwledError(f"{path}: a plain causal LM has no image input; calibrate it with --calib wiki")
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    calib = load_calibration(args.calib, args.calib_samples, tokenizer, args.seqlen)
+    report = prune_lm_dir(path, calib.windows, config, out, _calibration_record(calib))
+    _print_summary(config, report, out)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
     from owled_ros.data.calibration import load_calibration
     from owled_ros.errors import OwledError
     from owled_ros.model.checkpoint import load_vlm
-    from owled_ros.prune.report import build_report
+    from owled_ros.model.lm import plain_lm_dir
+    from owled_ros.prune.report import build_report, count_zeros
     from owled_ros.prune.save import write_pruned
     from owled_ros.prune.vlm import prune_vlm
 
@@ -98,22 +134,17 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists():
         raise OwledError(f"{out}: already exists (choose another --out or remove it)")
+    lm_dir = plain_lm_dir(args.model)
+    if lm_dir is not None:
+        return _run_plain_lm(args, lm_dir, config, out)
     start = time.perf_counter()
     vlm = load_vlm(args.model, "fp32")
     if vlm.meta.get("int8"):
         raise OwledError(f"{args.model}: is an int8 deploy model; prune the fp32 model, then run owled deploy")
     calib = load_calibration(args.calib, args.calib_samples, vlm.tokenizer, args.seqlen)
     parts = prune_vlm(vlm, calib, config)
-    calibration = {
-        "source": calib.source,
-        "samples": calib.samples,
-        "seqlen": int(calib.windows.shape[1]) if calib.windows is not None else None,
-    }
-    report = build_report(config, parts, calibration, time.perf_counter() - start)
+    blocks = [b for part in parts for b in part.blocks]
+    report = build_report(config, parts, _calibration_record(calib), time.perf_counter() - start, count_zeros(blocks))
     write_pruned(vlm, report, out)
-    achieved = report["achieved_sparsity"]
-    print(
-        f"pruned {config.method}/{config.ratios}: encoder {achieved['encoder']:.3f}, llm {achieved['llm']:.3f}, "
-        f"overall {achieved['overall']:.3f} in {report['seconds']:.0f} s, peak {report['peak_rss_mb']:.0f} MB -> {out}"
-    )
+    _print_summary(config, report, out)
     return 0

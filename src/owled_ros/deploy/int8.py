@@ -6,7 +6,6 @@ never re-quantized from floats.
 """
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.initialization import no_init_weights
 
+from owled_ros.cpu import has_vnni
 from owled_ros.errors import OwledError
 from owled_ros.fsutil import save_safetensors_atomic
 from owled_ros.model.lm import check_hf_dir
@@ -97,15 +97,7 @@ def load_int8_lm(path: Path, quantize: bool) -> tuple[PreTrainedModel, PreTraine
     return lm, AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
 
 
-def _cpu_has_vnni() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_vnni|avx_vnni)\b", flags))
-
-
-FULL_RANGE_ACTIVATIONS = _cpu_has_vnni()
+FULL_RANGE_ACTIVATIONS = has_vnni()
 """fbgemm's default quantizes decode activations to 7 bits, because without VNNI its u8 x s8
 products are summed in int16 and 8 bits could saturate; VNNI sums in int32, so 8 bits are
 safe. On this CPU the 8th bit is worth 3 action points (BENCHMARKS 5.0)."""

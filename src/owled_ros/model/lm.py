@@ -50,6 +50,16 @@ def load_hf_lm(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     return model, tokenizer
 
 
+def plain_lm_dir(spec: str) -> Path | None:
+    """The directory when a --model names a plain HF causal LM (not an owled model, not LLaVA)."""
+    from owled_ros.model.checkpoint import CONFIG_NAME
+
+    path = Path(spec)
+    if spec == "default" or (path / CONFIG_NAME).is_file() or not (path / "config.json").is_file():
+        return None
+    return path if check_hf_dir(path, "model").get("model_type") in SUPPORTED_LM_TYPES else None
+
+
 def default_lm_dir() -> Path:
     """fp32 safetensors copy of SmolLM2-135M-Instruct; built once from the wheel's GGUF."""
     target = cache_dir() / DEFAULT_LM_CACHE_NAME

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from owled_ros.errors import OwledError
-from owled_ros.prune.calibrate import Captured, LayerStats, walk
+from owled_ros.prune.calibrate import RESIDENT, BlockStore, Captured, LayerStats, walk
 from owled_ros.prune.config import PruneConfig
 from owled_ros.prune.layers import Block, weight_matrix
 from owled_ros.prune.masks import layer_mask, nm_mask, row_mask
@@ -55,7 +55,9 @@ def prune_layer(layer: nn.Module, stats: LayerStats | None, sparsity: float, con
     w[mask] = 0
 
 
-def outlier_ratios(blocks: list[Block], captured: Captured, ms: Sequence[float], desc: str = "owl") -> dict[float, list[float]]:
+def outlier_ratios(
+    blocks: list[Block], captured: Captured, ms: Sequence[float], desc: str = "owl", dtype: str = "fp32", store: BlockStore = RESIDENT
+) -> dict[float, list[float]]:
     """Per prunable block, the share of Wanda scores above M * mean, for each M (one dense pass)."""
     ratios: dict[float, list[float]] = {m: [] for m in ms}
 
@@ -65,7 +67,7 @@ def outlier_ratios(blocks: list[Block], captured: Captured, ms: Sequence[float],
             for m in ms:
                 ratios[m].append(outlier_ratio(scores, m))
 
-    walk(blocks, captured, visit, prunes=False, hessian=False, desc=desc)
+    walk(blocks, captured, visit, prunes=False, hessian=False, desc=desc, dtype=dtype, store=store)
     return ratios
 
 
@@ -87,10 +89,15 @@ def prune_part(
     target: float,
     config: PruneConfig,
     dense_outlier_ratios: list[float] | None = None,
+    store: BlockStore = RESIDENT,
+    keep_capture: bool = False,
 ) -> PartResult:
     """Prune the blocks to `target` (block-wise by config.ratios); `capture` runs only if data is needed.
 
     `dense_outlier_ratios` lets sweeps over S and lambda reuse one OWL pass (`outlier_ratios`).
+    `store` says where the blocks' weights live (prune/stream.py streams them from disk).
+    The pruning walk replaces the captured inputs as it goes, unless `keep_capture` (a caller
+    that prunes several times from one capture).
     """
     prunable = [b for b in blocks if b.layers]
     result = PartResult(name, target, prunable, [0.0] * len(prunable))
@@ -101,7 +108,7 @@ def prune_part(
     captured = capture() if config.method != "magnitude" or owl_pass else None
     if config.ratios == "owl":
         if owl_pass:
-            dense_outlier_ratios = outlier_ratios(blocks, captured, [config.owl_m], f"{name} owl")[config.owl_m]
+            dense_outlier_ratios = outlier_ratios(blocks, captured, [config.owl_m], f"{name} owl", config.calib_dtype, store)[config.owl_m]
         result.outlier_ratios = list(dense_outlier_ratios)
         result.sparsities = owl_sparsities(result.outlier_ratios, result.params, target, config.owl_lambda)
     else:
@@ -110,13 +117,16 @@ def prune_part(
 
     if config.method == "magnitude":
         for block in prunable:
+            store.load(block)
             for layer in block.layers.values():
                 prune_layer(layer, None, assigned[block.name], config)
+            store.unload(block, True)
         return result
 
     def visit(_k: int, block: Block, stats: dict[str, LayerStats]) -> None:
         for layer_name, layer in block.layers.items():
             prune_layer(layer, stats[layer_name], assigned[block.name], config)
 
-    walk(blocks, captured, visit, prunes=True, hessian=config.method == "sparsegpt", desc=f"{name} {config.method}")
+    walk(blocks, captured, visit, prunes=True, hessian=config.method == "sparsegpt", desc=f"{name} {config.method}",
+         dtype=config.calib_dtype, store=store, consume=not keep_capture)
     return result

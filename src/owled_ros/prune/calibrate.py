@@ -11,11 +11,16 @@
    visitor (score, mask, prune), re-runs block k with its new weights, and the outputs
    replace the inputs as block k+1's inputs. Peak memory: the model, the captured
    block-0 inputs and one working set of block activations, never the whole model's.
+   A `BlockStore` that streams (prune/stream.py) loads block k just before and writes it
+   out just after, so the model's weights need not be in memory at all.
+3. With dtype "bf16" the blocks run under autocast: matrix products in bf16, the hidden
+   states and every statistic in fp32. On CPUs with bf16 dot products (cpu.py) that is
+   1.6x faster a block than fp32 (BENCHMARKS 4); the pruned weights stay fp32.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -91,7 +96,8 @@ class LayerStats:
 
     def add(self, x: torch.Tensor) -> None:
         self.sq_sum += x.square().sum(0)
-        peak = x.abs().amax(0)
+        low, high = x.aminmax(dim=0)  # no |x| temporary the size of the input
+        peak = torch.maximum(high, -low)
         self.absmax = peak if self.absmax is None else torch.maximum(self.absmax, peak)
         if self.hessian is not None:
             self.hessian.addmm_(x.T, x)
@@ -130,20 +136,54 @@ def run_block(block: nn.Module, hidden: list[torch.Tensor], calls: list[BlockCal
 Visitor = Callable[[int, Block, dict[str, LayerStats]], None]
 
 
-def walk(blocks: list[Block], captured: Captured, visit: Visitor, *, prunes: bool, hessian: bool, desc: str) -> None:
+class BlockStore:
+    """Where blocks' weights live between visits; this base keeps them in memory (nothing to do)."""
+
+    def load(self, block: Block) -> None:
+        """Make the block's weights usable (called before the block runs)."""
+
+    def unload(self, block: Block, pruned: bool) -> None:
+        """Done with the block for this walk; `pruned`: its weights are final."""
+
+
+RESIDENT = BlockStore()
+
+
+def compute_dtype(dtype: str, device: torch.device) -> AbstractContextManager:
+    """The context the calibration forwards run in (see the module doc, 3.)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+
+
+def walk(
+    blocks: list[Block],
+    captured: Captured,
+    visit: Visitor,
+    *,
+    prunes: bool,
+    hessian: bool,
+    desc: str,
+    dtype: str = "fp32",
+    store: BlockStore = RESIDENT,
+    consume: bool = False,
+) -> None:
     """Sequential pass: observe block k on all batches, `visit` it, propagate its outputs.
 
     A visitor that only reads (OWL's outlier pass, `prunes=False`) costs one run per block,
     which observes and propagates at once; one that prunes costs two: observe the inputs,
-    then propagate them through the pruned block. `captured` itself is never modified,
-    so several walks can share one capture.
+    then propagate them through the pruned block. `captured` itself is never modified, so
+    several walks can share one capture, unless `consume`: then its inputs are replaced as
+    the walk goes (the capture's last use: one set of activations in memory, not two).
     """
-    hidden = list(captured.hidden)
+    hidden = captured.hidden if consume else list(captured.hidden)
+    context = compute_dtype(dtype, hidden[0].device)
     for k, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
         last = k == len(blocks) - 1
         pruned = prunes and bool(block.layers)
-        with observe(block.layers, hessian) as stats:
+        store.load(block)
+        with observe(block.layers, hessian) as stats, context:
             run_block(block.module, hidden, captured.calls[k], replace=not (pruned or last))
         visit(k, block, stats)
         if pruned and not last:
-            run_block(block.module, hidden, captured.calls[k], replace=True)
+            with context:
+                run_block(block.module, hidden, captured.calls[k], replace=True)
+        store.unload(block, prunes)

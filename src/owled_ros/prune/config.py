@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 RATIOS = ("uniform", "owl")
+CALIB_DTYPES = ("fp32", "bf16")  # what the calibration forwards compute in (prune/calibrate.py)
 
 # Swept on SmolLM2-135M, OWL-Wanda at 70 %, Wikipedia perplexity (BENCHMARKS.md, benchmarks/prune_owl_sweep.json):
 # M=7, lambda=0.2 gave 340 against 472 at the OWL paper's LLaMA values (M=5, lambda=0.08) and 526 for uniform Wanda.
@@ -16,6 +17,15 @@ DEFAULT_OWL_LAMBDA = 0.2
 DEFAULT_ENCODER_SHARE = 0.25
 
 
+def resolve_calib_dtype(choice: str) -> str:
+    """'auto': bf16 where the CPU has bf16 dot products (cpu.py), else fp32 (emulated bf16 is slower)."""
+    if choice != "auto":
+        return choice
+    from owled_ros.cpu import has_native_bf16
+
+    return "bf16" if has_native_bf16() else "fp32"
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     method: str
@@ -25,6 +35,7 @@ class PruneConfig:
     nm: tuple[int, int] | None = None
     owl_m: float = DEFAULT_OWL_M
     owl_lambda: float = DEFAULT_OWL_LAMBDA
+    calib_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -43,6 +54,8 @@ class PruneConfig:
                     raise ValueError(f"with N:M {n}:{m} a part is either dense or {n}/{m} sparse; {name} is {getattr(self, name)}")
             if self.ratios == "owl":
                 raise ValueError("N:M fixes every block's sparsity at N/M, so OWL ratios cannot apply")
+        if self.calib_dtype not in CALIB_DTYPES:
+            raise ValueError(f"calib_dtype must be one of {CALIB_DTYPES}, got {self.calib_dtype!r}")
         if self.owl_m <= 0 or self.owl_lambda < 0:
             raise ValueError(f"OWL needs M > 0 and lambda >= 0, got M={self.owl_m}, lambda={self.owl_lambda}")
 

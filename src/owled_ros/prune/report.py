@@ -13,9 +13,17 @@ from owled_ros.prune.config import PruneConfig
 from owled_ros.prune.layers import Block
 
 
-def _zeros(blocks: list[Block]) -> tuple[int, int]:
-    zeros = sum(int((layer.weight == 0).sum()) for b in blocks for layer in b.layers.values())
-    return zeros, sum(b.params for b in blocks)
+ZeroCounts = dict[str, tuple[int, int]]  # prunable layer name -> (zeros, weights)
+
+
+def count_zeros(blocks: list[Block]) -> ZeroCounts:
+    """For blocks still in memory; a streamed prune counts each block as it writes it out."""
+    return {name: (int((layer.weight == 0).sum()), layer.weight.numel()) for b in blocks for name, layer in b.layers.items()}
+
+
+def _zeros(blocks: list[Block], counts: ZeroCounts) -> tuple[int, int]:
+    pairs = [counts[name] for b in blocks for name in b.layers]
+    return sum(z for z, _ in pairs), sum(n for _, n in pairs)
 
 
 def peak_rss_mb() -> float:
@@ -34,13 +42,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build_report(config: PruneConfig, parts: list[PartResult], calibration: dict, seconds: float) -> dict:
+def build_report(config: PruneConfig, parts: list[PartResult], calibration: dict, seconds: float, counts: ZeroCounts) -> dict:
     layer_sparsity, achieved, target, blocks_out = {}, {}, {}, {}
     for part in parts:
         for b in part.blocks:
-            for name, layer in b.layers.items():
-                layer_sparsity[name] = float((layer.weight == 0).float().mean())
-        zeros, params = _zeros(part.blocks)
+            for name in b.layers:
+                zeros, weights = counts[name]
+                layer_sparsity[name] = zeros / weights
+        zeros, params = _zeros(part.blocks, counts)
         achieved[part.name] = zeros / params if params else 0.0
         target[part.name] = part.target
         blocks_out[part.name] = [
@@ -48,13 +57,13 @@ def build_report(config: PruneConfig, parts: list[PartResult], calibration: dict
                 "name": b.name,
                 "params": b.params,
                 "assigned_sparsity": s,
-                "achieved_sparsity": _zeros([b])[0] / b.params,
+                "achieved_sparsity": _zeros([b], counts)[0] / b.params,
                 **({"outlier_ratio": part.outlier_ratios[i]} if part.outlier_ratios else {}),
             }
             for i, (b, s) in enumerate(zip(part.blocks, part.sparsities))
         ]
     all_blocks = [b for part in parts for b in part.blocks]
-    zeros, params = _zeros(all_blocks)
+    zeros, params = _zeros(all_blocks, counts)
     achieved["overall"] = zeros / params if params else 0.0
     target["overall"] = sum(part.target * sum(part.params) for part in parts) / params if params else 0.0
     owl = None
@@ -72,6 +81,7 @@ def build_report(config: PruneConfig, parts: list[PartResult], calibration: dict
         "blocks": blocks_out,
         "owl": owl,
         "calibration": calibration,
+        "calib_dtype": config.calib_dtype,
         "seconds": round(seconds, 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
