@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from owled_ros.heap import release_free_memory
 from owled_ros.prune.layers import Block, input_rows
 
 
@@ -187,3 +188,4 @@ def walk(
             with context:
                 run_block(block.module, hidden, captured.calls[k], replace=True)
         store.unload(block, prunes)
+        release_free_memory()
