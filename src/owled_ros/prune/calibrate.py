@@ -96,40 +96,83 @@ class LayerStats:
         return self.sq_sum.sqrt()
 
     def add(self, x: torch.Tensor) -> None:
-        self.sq_sum += x.square().sum(0)
-        low, high = x.aminmax(dim=0)  # no |x| temporary the size of the input
-        peak = torch.maximum(high, -low)
-        self.absmax = peak if self.absmax is None else torch.maximum(self.absmax, peak)
+        self.merge(InputSums.of(x, self.hessian is not None))
+
+    def merge(self, sums: InputSums) -> None:
+        self.sq_sum += sums.sq_sum
+        self.absmax = sums.absmax if self.absmax is None else torch.maximum(self.absmax, sums.absmax)
         if self.hessian is not None:
-            self.hessian.addmm_(x.T, x)
-        self.rows += x.shape[0]
+            self.hessian += sums.xtx
+        self.rows += sums.rows
+
+
+@dataclass
+class InputSums:
+    """One call's sums over the rows of one input; layers reading the same input (q/k/v, gate/up) share them."""
+
+    sq_sum: torch.Tensor
+    absmax: torch.Tensor
+    xtx: torch.Tensor | None
+    rows: int
+
+    @classmethod
+    def of(cls, x: torch.Tensor, hessian: bool) -> InputSums:
+        low, high = x.aminmax(dim=0)  # no |x| temporary the size of the input
+        return cls(x.square().sum(0), torch.maximum(high, -low), x.T @ x if hessian else None, x.shape[0])
 
 
 @contextmanager
-def observe(layers: dict[str, nn.Module], hessian: bool) -> Iterator[dict[str, LayerStats]]:
-    """Accumulate LayerStats of each layer's input while the block runs inside the context."""
+def observe(layers: dict[str, nn.Module], hessian: bool, stop_when_seen: nn.Module | None = None) -> Iterator[dict[str, LayerStats]]:
+    """Accumulate LayerStats of each layer's input while the block runs inside the context.
+
+    With `stop_when_seen` (the block), each of its forwards ends with `StopForward` as soon as
+    every layer has been given its input: a statistics-only pass skips what comes after
+    (for a decoder layer, down_proj's product and the residual add).
+    """
     stats: dict[str, LayerStats] = {}
+    seen: set[str] = set()
+    last: list = [None, None]  # the input seen last and its sums
     handles = []
+
+    def sums_of(module: nn.Module, x: torch.Tensor) -> InputSums:
+        if last[0] is not x:
+            last[:] = [x, InputSums.of(input_rows(module, x), hessian)]
+        return last[1]
+
     for name, layer in layers.items():
         n_in = layer.weight[0].numel()
         stats[name] = LayerStats(torch.zeros(n_in), torch.zeros(n_in, n_in) if hessian else None)
 
-        def hook(module: nn.Module, inputs: tuple, _out: Any, s: LayerStats = stats[name]) -> None:
-            s.add(input_rows(module, inputs[0]))
+        def hook(module: nn.Module, inputs: tuple, s: LayerStats = stats[name], name: str = name) -> None:
+            s.merge(sums_of(module, inputs[0]))
+            if stop_when_seen is not None:
+                seen.add(name)
+                if len(seen) == len(stats):
+                    raise StopForward
 
-        handles.append(layer.register_forward_hook(hook))
+        handles.append(layer.register_forward_pre_hook(hook))
+    if stop_when_seen is not None:
+        handles.append(stop_when_seen.register_forward_pre_hook(lambda *_: seen.clear()))
     try:
         yield stats
     finally:
+        last.clear()
         for h in handles:
             h.remove()
+
+
+class StopForward(Exception):
+    """Raised by `observe(stop_when_seen=...)` once a forward has given every layer its input."""
 
 
 @torch.no_grad()
 def run_block(block: nn.Module, hidden: list[torch.Tensor], calls: list[BlockCall], replace: bool) -> None:
     """Run every batch through the block; with `replace`, its outputs become the next inputs."""
     for i, (h, call) in enumerate(zip(hidden, calls)):
-        out = block(h, *call.args, **call.kwargs)
+        try:
+            out = block(h, *call.args, **call.kwargs)
+        except StopForward:
+            continue
         if replace:
             hidden[i] = out
 
@@ -170,8 +213,8 @@ def walk(
     """Sequential pass: observe block k on all batches, `visit` it, propagate its outputs.
 
     A visitor that only reads (OWL's outlier pass, `prunes=False`) costs one run per block,
-    which observes and propagates at once; one that prunes costs two: observe the inputs,
-    then propagate them through the pruned block. `captured` itself is never modified, so
+    which observes and propagates at once; one that prunes costs two: observe the inputs
+    (stopping once the last layer has its input), then propagate them through the pruned block. `captured` itself is never modified, so
     several walks can share one capture, unless `consume`: then its inputs are replaced as
     the walk goes (the capture's last use: one set of activations in memory, not two).
     """
@@ -181,8 +224,9 @@ def walk(
         last = k == len(blocks) - 1
         pruned = prunes and bool(block.layers)
         store.load(block)
-        with observe(block.layers, hessian) as stats, context:
-            run_block(block.module, hidden, captured.calls[k], replace=not (pruned or last))
+        outputs_needed = not (pruned or last)
+        with observe(block.layers, hessian, None if outputs_needed else block.module) as stats, context:
+            run_block(block.module, hidden, captured.calls[k], replace=outputs_needed)
         visit(k, block, stats)
         if pruned and not last:
             with context:
