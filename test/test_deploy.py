@@ -22,7 +22,7 @@ from tiny_models import save_tiny_vlm, tiny_llama
 
 def _absmax(lm: nn.Module, ids: torch.Tensor) -> dict[str, torch.Tensor]:
     layers = {n: m for n, m in lm.named_modules() if isinstance(m, nn.Linear)}
-    with observe(layers, hessian=False) as stats, torch.no_grad():
+    with observe(layers, hessian=False, absmax=True) as stats, torch.no_grad():
         lm(input_ids=ids)
     return {n: s.absmax for n, s in stats.items()}
 

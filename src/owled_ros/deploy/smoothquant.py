@@ -32,7 +32,7 @@ def input_absmax(vlm: DrivingVLM, calib: CalibrationSet) -> dict[str, torch.Tens
     """max |x_j| of every LM linear layer's input over the calibration set."""
     layers = {n: m for n, m in vlm.lm.named_modules() if isinstance(m, nn.Linear)}
     decoder = vlm.lm.get_decoder()
-    with observe(layers, hessian=False) as stats:
+    with observe(layers, hessian=False, absmax=True) as stats:
         if calib.windows is not None:
             for window in tqdm(calib.windows, desc="int8 calibration (text)", unit="window"):
                 decoder(input_ids=window[None].to(vlm.device), use_cache=False)

@@ -89,18 +89,19 @@ class LayerStats:
     sq_sum: torch.Tensor  # (in,): sum of x_j^2, so ||X_j||_2 = sqrt(sq_sum)
     hessian: torch.Tensor | None = None  # (in, in): sum of x x^T (SparseGPT only)
     rows: int = 0
-    absmax: torch.Tensor | None = None  # (in,): max |x_j| (SmoothQuant's activation range)
+    absmax: torch.Tensor | None = None  # (in,): max |x_j| (SmoothQuant's activation range), if asked for
 
     @property
     def norm(self) -> torch.Tensor:
         return self.sq_sum.sqrt()
 
-    def add(self, x: torch.Tensor) -> None:
-        self.merge(InputSums.of(x, self.hessian is not None))
+    def add(self, x: torch.Tensor, absmax: bool = False) -> None:
+        self.merge(InputSums.of(x, self.hessian is not None, absmax))
 
     def merge(self, sums: InputSums) -> None:
         self.sq_sum += sums.sq_sum
-        self.absmax = sums.absmax if self.absmax is None else torch.maximum(self.absmax, sums.absmax)
+        if sums.absmax is not None:
+            self.absmax = sums.absmax if self.absmax is None else torch.maximum(self.absmax, sums.absmax)
         if self.hessian is not None:
             self.hessian += sums.xtx
         self.rows += sums.rows
@@ -111,19 +112,24 @@ class InputSums:
     """One call's sums over the rows of one input; layers reading the same input (q/k/v, gate/up) share them."""
 
     sq_sum: torch.Tensor
-    absmax: torch.Tensor
+    absmax: torch.Tensor | None
     xtx: torch.Tensor | None
     rows: int
 
     @classmethod
-    def of(cls, x: torch.Tensor, hessian: bool) -> InputSums:
-        low, high = x.aminmax(dim=0)  # no |x| temporary the size of the input
-        return cls(x.square().sum(0), torch.maximum(high, -low), x.T @ x if hessian else None, x.shape[0])
+    def of(cls, x: torch.Tensor, hessian: bool, absmax: bool) -> InputSums:
+        peak = None
+        if absmax:  # 3x the cost of the squares: only SmoothQuant asks for it
+            low, high = x.aminmax(dim=0)
+            peak = torch.maximum(high, -low)
+        return cls(x.square().sum(0), peak, x.T @ x if hessian else None, x.shape[0])
 
 
 @contextmanager
-def observe(layers: dict[str, nn.Module], hessian: bool, stop_when_seen: nn.Module | None = None) -> Iterator[dict[str, LayerStats]]:
-    """Accumulate LayerStats of each layer's input while the block runs inside the context.
+def observe(
+    layers: dict[str, nn.Module], hessian: bool, stop_when_seen: nn.Module | None = None, absmax: bool = False
+) -> Iterator[dict[str, LayerStats]]:
+    """Accumulate LayerStats of each layer's input (max |x_j| too with `absmax`) while the block runs inside the context.
 
     With `stop_when_seen` (the block), each of its forwards ends with `StopForward` as soon as
     every layer has been given its input: a statistics-only pass skips what comes after
@@ -136,7 +142,7 @@ def observe(layers: dict[str, nn.Module], hessian: bool, stop_when_seen: nn.Modu
 
     def sums_of(module: nn.Module, x: torch.Tensor) -> InputSums:
         if last[0] is not x:
-            last[:] = [x, InputSums.of(input_rows(module, x), hessian)]
+            last[:] = [x, InputSums.of(input_rows(module, x), hessian, absmax)]
         return last[1]
 
     for name, layer in layers.items():
