@@ -1,6 +1,6 @@
 """One command for the measured comparisons: run them, then rewrite their tables in BENCHMARKS.md.
 
-    make bench                                   # both comparisons, then the tables (about 40 min)
+    make bench                                   # both comparisons, then the tables (about 50 min)
     python benchmarks/regenerate.py --tables-only   # rewrite the tables from the JSON results
 
 The two comparisons run at the same time, each pinned to its own core with one torch
