@@ -44,6 +44,17 @@ def test_pointwise_conv_statistics_equal_linear_statistics_over_pixels() -> None
     assert torch.allclose(a.sq_sum, b.sq_sum) and torch.allclose(a.hessian, b.hessian)
 
 
+def test_statistics_stay_fp32_inside_a_bf16_walk() -> None:
+    """A bf16 calibration walk runs its hooks under autocast; SparseGPT's X^T X must not be a bf16 product."""
+    torch.manual_seed(0)
+    layer, x = nn.Linear(64, 8), torch.randn(4, 50, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        stats = _observed(layer, x, hessian=True)
+    rows = x.reshape(-1, 64)
+    assert torch.allclose(stats.hessian, rows.T @ rows, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(stats.sq_sum, (rows**2).sum(0), rtol=1e-6)
+
+
 @pytest.mark.parametrize("sparsity", [0.29, 0.5, 0.7, 1 / 3])
 def test_masks_remove_the_asked_share_within_one_rounding(sparsity: float) -> None:
     scores = torch.rand(12, 100)

@@ -122,7 +122,9 @@ class InputSums:
         if absmax:  # 3x the cost of the squares: only SmoothQuant asks for it
             low, high = x.aminmax(dim=0)
             peak = torch.maximum(high, -low)
-        return cls(x.square().sum(0), peak, x.T @ x if hessian else None, x.shape[0])
+        with torch.autocast(x.device.type, enabled=False):  # the hooks run inside a bf16 walk's autocast
+            xtx = x.T @ x if hessian else None
+        return cls(x.square().sum(0), peak, xtx, x.shape[0])
 
 
 @contextmanager
