@@ -39,10 +39,10 @@ def weight_matrix(module: nn.Module) -> torch.Tensor:
 
 
 def input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A layer's input as [rows, in]: tokens for a Linear, pixels for a pointwise conv."""
+    """A layer's input as [rows, in], in its own dtype: tokens for a Linear, pixels for a pointwise conv."""
     if isinstance(module, nn.Conv2d):
         x = x.movedim(1, -1)
-    return x.reshape(-1, x.shape[-1]).float()
+    return x.reshape(-1, x.shape[-1])
 
 
 @dataclass
