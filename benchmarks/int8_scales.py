@@ -5,10 +5,13 @@ in one process, one torch thread:
 - per call, 7-bit: fbgemm's dynamic int8 kernel everywhere as torch.ao ships it (one activation
   scale per call, 7-bit on x86; the deploy path until 2026-11-24);
 - per token: torch._int_mm everywhere, one scale per token;
-- shipped (`Int8Linear`): per token in the prefill, fbgemm's kernel for decode steps, 8-bit
-  where the CPU has VNNI.
+- shipped (`Int8Linear`): per token, with fbgemm's kernel for calls of one token in all (decode
+  steps at batch 1), 8-bit where the CPU has VNNI. Until 2026-11-24 (session 8) every decode
+  step took fbgemm, so at batch 8 a step's 8 tokens shared one scale; BENCHMARKS 5.0.1's table
+  was measured then, its "shipped" row is that kernel.
 Accuracy: the node's per-frame answer on the first --frames test scenes (batch 8, as
-`owled eval driving-qa --frame-only`). Latency: batch-1 frames, median of --latency-frames.
+`owled eval driving-qa --frame-only`; there the shipped kernel is per token everywhere).
+Latency: batch-1 frames, median of --latency-frames.
 
     source scripts/env.sh
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/int8_scales.py --model runs/deploy_bench/pruned20-int8 \\
@@ -31,7 +34,7 @@ from owled_ros.model.prompt import FRAME_QUESTION
 
 
 VARIANTS = {"per call, 7-bit (fbgemm as torch.ao ships it)": "decode", "per token (torch._int_mm)": "per_token",
-            "shipped: per token prefill, per call decode (8-bit on VNNI)": None}
+            "shipped: per token, fbgemm for one-token calls (8-bit on VNNI)": None}
 """label -> the Int8Linear path every call takes (None: as shipped)."""
 
 

@@ -75,9 +75,27 @@ def test_prefill_scales_each_token_and_decode_runs_fbgemm() -> None:
         # every other token keeps its own precision: a per-call scale would blur them to noise
         err = ((got - ref).norm(dim=-1) / ref.norm(dim=-1))
         assert err.max() < 0.02, err
-        step = x[:, 1:2]  # a decode step: one token per sequence, fbgemm's kernel
-        assert torch.equal(kernel(step), kernel.decode_step(step))
-        assert ((kernel(step) - linear(step)).norm() / linear(step).norm()) < 0.03
+        one = x[1:, 1:2]  # a decode step at batch 1: one token in all, fbgemm's kernel
+        assert torch.equal(kernel(one), kernel.decode_step(one))
+        assert ((kernel(one) - linear(one)).norm() / linear(one).norm()) < 0.03
+
+
+def test_a_batched_decode_step_scales_each_sequence_as_if_alone() -> None:
+    """A batch's decode step must not share one activation scale: a loud sequence would blur the
+    others' tokens, so an eval at batch 8 would score worse numerics than the node runs at batch 1."""
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48)
+    kernel = Int8Linear(*pack(linear.weight.detach()), linear.bias.detach())
+    step = torch.randn(4, 1, 64)
+    step[0] *= 300.0
+    with torch.no_grad():
+        got, ref = kernel(step), linear(step)
+        for i in range(len(step)):
+            alone = kernel(step[i : i + 1])
+            assert ((got[i] - alone).norm() / ref[i].norm()) < 0.03
+            assert ((got[i] - ref[i]).norm() / ref[i].norm()) < 0.03
+        shared = kernel.decode_step(step)  # one scale for the call: the quiet rows lose their precision
+        assert ((shared[1:] - ref[1:]).norm() / ref[1:].norm()) > 0.1
 
 
 @pytest.mark.skipif(not FULL_RANGE_ACTIVATIONS, reason="no VNNI: decode keeps fbgemm's 7-bit activations")

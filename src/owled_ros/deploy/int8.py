@@ -106,14 +106,14 @@ safe. On this CPU the 8th bit is worth 3 action points (BENCHMARKS 5.0)."""
 class Int8Linear(nn.Module):
     """A Linear on int8 weights (one scale per output row) and int8 activations, int32 sums.
 
-    A decode step (one new token per sequence) runs fbgemm's dynamic int8 kernel, the
-    fastest here: one activation scale for the call, which at batch 1 is the token's own,
-    8-bit where the CPU has VNNI (`FULL_RANGE_ACTIVATIONS`). A call with several tokens per
-    sequence (the prefill of image tokens + prompt) runs `torch._int_mm` with one scale per
-    token instead, so no token's range coarsens another's. Per-token scales everywhere were
-    1.75x slower a frame; fbgemm everywhere with its 7-bit default cost 3.7 action points and
-    2.5 ROUGE-L points against fp32 on 1000 test frames (BENCHMARKS 5.0). Both paths
-    multiply exactly the stored ints."""
+    Every token is quantized with its own scale, so no token's range coarsens another's. A
+    call with one token in all (a decode step at the node's batch 1) runs fbgemm's dynamic
+    int8 kernel, the fastest here: its one scale per call is then the token's own, 8-bit where
+    the CPU has VNNI (`FULL_RANGE_ACTIVATIONS`). Any other call (a prefill of image tokens +
+    prompt, a decode step of a batch) runs `torch._int_mm` with one scale per row. Per-token
+    scales through `_int_mm` for single tokens too were 1.75x slower a frame; fbgemm everywhere
+    with its 7-bit default cost 3.7 action points and 2.5 ROUGE-L points against fp32 on 1000
+    test frames (BENCHMARKS 5.0). Both paths multiply exactly the stored ints."""
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
@@ -131,7 +131,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode_step(x) if x.dim() == 3 and x.shape[1] == 1 else self.per_token(x)
+        return self.decode_step(x) if x.numel() == x.shape[-1] else self.per_token(x)
 
     def decode_step(self, x: torch.Tensor) -> torch.Tensor:
         packed = self.decode._packed_params._packed_params
