@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from owled_ros.cli import main
+from owled_ros.deploy.config import DeployConfig
 from owled_ros.deploy.int8 import FULL_RANGE_ACTIVATIONS, INT8_WEIGHTS, Int8Linear, pack, unpack
 from owled_ros.deploy.smoothquant import smooth_lm
 from owled_ros.errors import OwledError
@@ -154,7 +155,7 @@ def _next_token_logits(vlm, frames) -> torch.Tensor:
 def test_deployed_model_runs_int8_and_answers_like_the_pruned_fp32_model(pruned_and_deployed) -> None:
     pruned_dir, int8_dir = pruned_and_deployed
     pruned, deployed = load_vlm(pruned_dir), load_vlm(int8_dir)
-    assert deployed.meta["precision"] == "int8" and deployed.meta["int8"]["alpha"] == 0.5
+    assert deployed.meta["precision"] == "int8" and deployed.meta["int8"]["alpha"] == DeployConfig().alpha
     assert not any(isinstance(m, nn.Linear) for m in deployed.lm.modules())
     assert sum(isinstance(m, Int8Linear) for m in deployed.lm.modules()) == 2 * 7 + 1  # 2 layers + lm_head
     frames = generated_frames("test", 6)  # held out: the calibration uses the train split
