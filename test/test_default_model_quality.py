@@ -16,7 +16,11 @@ from owled_ros.eval.driving_qa import evaluate, generated_frames
 def test_shipped_weights_on_a_held_out_batch(default_vlm) -> None:
     assert default_vlm.meta.get("trained") is True
     frames = generated_frames("test", 16)
-    seen = evaluate(default_vlm, frames, batch=8, qa=False)
+    answers: list[dict] = []
+    seen = evaluate(default_vlm, frames, batch=8, qa=False, answers=answers)
+    assert [a["expected"] for a in answers] == [f.action.phrase for f in frames]
+    assert sum(a["correct"] for a in answers) / len(frames) == seen["action_accuracy"]
+    assert all(a["answered"] in a["text"] or a["answered"] == "unknown" for a in answers)
     assert seen["rouge_l"] >= 0.65, seen
     assert seen["action_accuracy"] >= 0.35, seen
     blank = evaluate(default_vlm, frames, batch=8, qa=False, blank_image=True)

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from owled_ros.eval.metrics import accuracy, bleu4, cider, rouge_l, tokenize
+from owled_ros.eval.metrics import accuracy, bleu4, cider, paired_difference, rouge_l, tokenize
 
 
 def test_bleu4_hand_computed():
@@ -93,3 +93,18 @@ def test_accuracy_and_input_checks():
         bleu4(["a"], ["a", "b"])
     with pytest.raises(ValueError):
         rouge_l([], [])
+
+
+def test_paired_difference_hand_computed():
+    # 10 frames: both right on 5, only a on 1, only b on 3, neither on 1
+    a = [True] * 5 + [True] + [False] * 3 + [False]
+    b = [True] * 5 + [False] + [True] * 3 + [False]
+    d = paired_difference(a, b)
+    assert (d.items, d.only_a_right, d.only_b_right) == (10, 1, 3)
+    assert d.points == pytest.approx(20.0)
+    assert d.standard_error == pytest.approx(100 * math.sqrt(4 - 4 / 10) / 10)
+    lo, hi = d.ci95
+    assert lo == pytest.approx(20.0 - 1.96 * d.standard_error) and hi > 20.0
+    assert paired_difference([True, False], [True, False]).standard_error == 0.0
+    with pytest.raises(ValueError, match="1 and 2 items"):
+        paired_difference([True], [True, False])

@@ -18,14 +18,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--blank-image", action="store_true", help="ablation: replace every image by mid-grey")
     p.add_argument("--frame-only", action="store_true", help="score the per-frame answer only (action, description), skip DriveLM QA")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
+    p.add_argument("--answers", default=None, help="write each frame's answer and action as JSON lines (for paired comparisons)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
 
     from owled_ros.commands.eval import emit
     from owled_ros.errors import OwledError
     from owled_ros.eval.driving_qa import drivelm_frames, evaluate, generated_frames
+    from owled_ros.fsutil import write_text_atomic
     from owled_ros.model.checkpoint import load_vlm
 
     if args.limit < 1 or args.batch < 1:
@@ -37,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         frames = generated_frames(args.split, args.limit)
     vlm = load_vlm(args.model, args.precision)
-    metrics = evaluate(vlm, frames, batch=args.batch, blank_image=args.blank_image, qa=not args.frame_only)
+    answers: list[dict] | None = [] if args.answers else None
+    metrics = evaluate(vlm, frames, batch=args.batch, blank_image=args.blank_image, qa=not args.frame_only, answers=answers)
     metrics.update(model=str(args.model), split=args.split if not args.drivelm else args.drivelm)
+    if answers is not None:
+        write_text_atomic(Path(args.answers), "".join(json.dumps(a) + "\n" for a in answers))
     emit(metrics, args.out)
     return 0

@@ -58,11 +58,13 @@ def _batched(items: list, size: int):
 
 
 def evaluate(
-    vlm: DrivingVLM, frames: list[EvalFrame], batch: int = 8, max_new_tokens: int = 64, blank_image: bool = False, qa: bool = True
+    vlm: DrivingVLM, frames: list[EvalFrame], batch: int = 8, max_new_tokens: int = 64, blank_image: bool = False, qa: bool = True,
+    answers: list[dict] | None = None,
 ) -> dict:
     """Deterministic (greedy) scores; `blank_image` swaps every image for mid-grey (the image ablation).
 
     `qa=False` scores the per-frame answer only (action, description): the node's job, 6x cheaper.
+    `answers` receives one record per frame, so two models can be compared frame by frame (paired).
     """
     def image_of(f: EvalFrame) -> np.ndarray:
         return np.full_like(f.image, 128) if blank_image else f.image
@@ -78,6 +80,12 @@ def evaluate(
                 descs_hyp.append(parsed.description)
             if f.action is not None:
                 action_ok.append(parsed.action is f.action)
+            if answers is not None:
+                answers.append({
+                    "frame": len(answers), "expected": f.action.phrase if f.action else None,
+                    "answered": parsed.action.phrase,
+                    "correct": parsed.action is f.action if f.action else None, "text": g.text,
+                })
     frame_seconds = time.perf_counter() - t0
 
     jobs = [(f, item) for f in frames for item in f.qa] if qa else []

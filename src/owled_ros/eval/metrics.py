@@ -6,7 +6,9 @@ empty evaluation is never reported as a score.
 """
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 _TOKEN = re.compile(r"\d+(?:\.\d+)?|[a-z]+(?:'[a-z]+)?")
@@ -61,3 +63,30 @@ def accuracy(flags: Iterable[bool]) -> float:
     if not values:
         raise ValueError("no answers to score")
     return sum(values) / len(values)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Accuracy of b minus a on the same items, in points."""
+
+    items: int
+    only_a_right: int
+    only_b_right: int
+    points: float
+    standard_error: float
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return self.points - 1.96 * self.standard_error, self.points + 1.96 * self.standard_error
+
+
+def paired_difference(a: Sequence[bool], b: Sequence[bool]) -> PairedDifference:
+    """Paired on the same frames, only the frames where exactly one side is right carry information:
+    the standard error is sqrt(b + c - (b - c)^2 / n) / n, well under the unpaired one's."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"{len(a)} and {len(b)} items: pair the same, non-empty set of frames")
+    n = len(a)
+    only_a = sum(bool(x) and not y for x, y in zip(a, b))
+    only_b = sum(bool(y) and not x for x, y in zip(a, b))
+    se = math.sqrt(max(0.0, only_a + only_b - (only_b - only_a) ** 2 / n)) / n
+    return PairedDifference(n, only_a, only_b, 100 * (only_b - only_a) / n, 100 * se)
