@@ -1,15 +1,34 @@
 """`owled train` checkpoints and resumes exactly, and exports a model that loads."""
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from owled_ros.data.scenes import SPLIT_SEEDS, generate_scene, render_scene
+from owled_ros.data.targets import frame_answer
 from owled_ros.model.checkpoint import load_vlm
 from owled_ros.train.config import TrainConfig
-from owled_ros.train.trainer import train
+from owled_ros.train.trainer import sample_batch, train
+
+
+def test_speed_resample_relabels_the_same_image() -> None:
+    scenes = [generate_scene(SPLIT_SEEDS["train"], i) for i in range(40)]
+    plain = sample_batch(scenes, TrainConfig(batch=64), random.Random(7))
+    assert all(e.scene is scenes[e.index] for e in plain)  # share 0: the scenes as generated
+    redrawn = sample_batch(scenes, TrainConfig(batch=64, speed_resample=1.0, frame_share=1.0), random.Random(7))
+    moved = [e for e in redrawn if e.scene.ego.speed_mps != scenes[e.index].ego.speed_mps]
+    assert len(moved) > 40
+    assert any(e.scene.expert.action is not scenes[e.index].expert.action for e in moved)
+    for e in moved[:5]:
+        original = scenes[e.index]
+        assert e.answer == frame_answer(e.scene) and e.scene.objects == original.objects
+        assert e.scene.ego.yaw_rate_rps == e.scene.ego.speed_mps * original.curvature
+        assert np.array_equal(render_scene(e.scene), render_scene(original))  # features stay valid
 
 
 @pytest.mark.slow

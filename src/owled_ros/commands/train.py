@@ -18,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lora-rank", type=int, default=d.lora_rank)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--speed-resample", type=float, default=d.speed_resample,
+                   help="share of examples driven at a redrawn ego speed, relabelled by the expert (0-1)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
     g = p.add_argument_group("stage 1: the encoder's late blocks, trained on the scenes' ground truth")
@@ -42,11 +44,14 @@ def run(args: argparse.Namespace) -> int:
         raise OwledError("--encoder-epochs must be 0 or more")
     if not 1 <= args.encoder_first_block <= 17:
         raise OwledError(f"--encoder-first-block must be in 1..17 (EfficientNet-Lite0 blocks), got {args.encoder_first_block}")
+    if not 0 <= args.speed_resample <= 1:
+        raise OwledError(f"--speed-resample must be in 0..1, got {args.speed_resample}")
     if not args.lr > 0:
         raise OwledError("--lr must be positive")
     cfg = TrainConfig(
         scenes=args.scenes, steps=args.steps, batch=args.batch, lr=args.lr, lora_rank=args.lora_rank,
         seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads,
+        speed_resample=args.speed_resample,
     )
     command = "owled " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     encoder_cfg = EncoderTrainConfig(scenes=args.encoder_scenes, epochs=args.encoder_epochs,

@@ -46,6 +46,7 @@ ADJACENT_DISTANCES = (10, 15, 20, 25, 30, 35, 40, 50, 60)
 ROADSIDE_DISTANCES = (15, 20, 25, 30, 35, 40, 50)
 CROSSING_DISTANCES = (5, 10, 15, 20, 25, 30, 35, 40)
 CONTROL_DISTANCES = (15, 20, 25, 30, 35, 40, 50, 60)
+MAX_SPEED_MPS = 30
 
 # (left, right, bottom, top) in metres around an object's anchor (lateral offset, ground).
 _EXTENT = {
@@ -237,8 +238,18 @@ class _Placer:
                 self.add(self.roadside("pedestrian" if kind < 0.8 else "cyclist"))
 
 
-def _speed(rng: np.random.Generator, low: int = 0, high: int = 30) -> float:
+def _speed(rng: np.random.Generator, low: int = 0, high: int = MAX_SPEED_MPS) -> float:
     return float(rng.integers(low, high + 1))
+
+
+def _ego_state(speed: float, accel: float | None, curvature: float) -> VehicleState:
+    """The ego vehicle follows the road, so its yaw rate is speed times curvature."""
+    return VehicleState(speed_mps=speed, accel_mps2=accel, yaw_rate_rps=speed * curvature)
+
+
+def with_speed(scene: Scene, speed: float) -> Scene:
+    """The same scene (and image: rendering ignores the ego speed) driven at another speed; the expert re-decides."""
+    return replace(scene, ego=_ego_state(speed, scene.ego.accel_mps2, scene.curvature))
 
 
 def generate_scene(seed: int, index: int, size: tuple[int, int] = DEFAULT_SIZE) -> Scene:
@@ -261,7 +272,7 @@ def generate_scene(seed: int, index: int, size: tuple[int, int] = DEFAULT_SIZE) 
         placer.add(placer.vehicle(ObjectPosition.EGO_LANE, EGO_DISTANCES, slow=bool(rng.random() < 0.25)))
     elif scenario == "slow_lead":
         lead = placer.add(placer.vehicle(ObjectPosition.EGO_LANE, EGO_DISTANCES[3:], slow=True))
-        speed = _speed(rng, 9, int(min(30, lead.distance_m / 2))) if lead else _speed(rng)
+        speed = _speed(rng, 9, int(min(MAX_SPEED_MPS, lead.distance_m / 2))) if lead else _speed(rng)
         for lane, p_busy in ((ObjectPosition.LEFT_LANE, 0.6), (ObjectPosition.RIGHT_LANE, 0.35)):
             if rng.random() < p_busy:
                 placer.add(placer.vehicle(lane, ADJACENT_DISTANCES))
@@ -283,7 +294,7 @@ def generate_scene(seed: int, index: int, size: tuple[int, int] = DEFAULT_SIZE) 
     placer.extras(3 - sum(o.object_class not in ("traffic_light", "stop_sign") for o in placer.placed))
 
     accel = round(float(np.clip(rng.normal(0.0, 0.6), -2.0, 2.0)), 1)
-    ego = VehicleState(speed_mps=speed, accel_mps2=accel, yaw_rate_rps=speed * curvature)
+    ego = _ego_state(speed, accel, curvature)
     cam = Camera(size)
 
     def boxed(o: ObjectGT) -> ObjectGT:

@@ -12,6 +12,7 @@ class TrainConfig:
     lr: float = 1e-3
     warmup: int = 20
     frame_share: float = 0.6  # share of examples that are the node's per-frame question
+    speed_resample: float = 0.0  # share of examples whose ego speed is redrawn (0-30 m/s) and relabelled by the expert
     lora_rank: int = 8
     seed: int = 0
     checkpoint_every: int = 50

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from owled_ros.data.scenes import SPLIT_SEEDS, Scene, generate_scene, render_scene
+from owled_ros.data.scenes import MAX_SPEED_MPS, SPLIT_SEEDS, Scene, generate_scene, render_scene, with_speed
 from owled_ros.data.targets import frame_answer, scene_qa
 from owled_ros.fsutil import save_safetensors_atomic, write_text_atomic
 from owled_ros.model.checkpoint import CONFIG_NAME, WHEEL_ENCODER
@@ -35,7 +35,8 @@ from owled_ros.schema import VehicleState
 
 @dataclass(frozen=True)
 class Example:
-    scene: int
+    index: int  # into the scenes and their cached features
+    scene: Scene  # that scene, or it at a redrawn ego speed
     question: str
     answer: str
 
@@ -83,14 +84,19 @@ def cached_features(vlm: DrivingVLM, scenes: list[Scene], work_dir: Path) -> tor
 
 
 def sample_batch(scenes: list[Scene], cfg: TrainConfig, rng: random.Random) -> list[Example]:
+    """A redrawn speed shows the same image with another right action: the decision has to come from
+    speed and scene together, which 2000 fixed (scene, speed) pairs teach poorly."""
     out = []
     for _ in range(cfg.batch):
         idx = rng.randrange(len(scenes))
+        scene = scenes[idx]
+        if cfg.speed_resample and rng.random() < cfg.speed_resample:  # no draw at 0: older runs stay bit-exact
+            scene = with_speed(scene, float(rng.randint(0, MAX_SPEED_MPS)))
         if rng.random() < cfg.frame_share:
-            out.append(Example(idx, FRAME_QUESTION, frame_answer(scenes[idx])))
+            out.append(Example(idx, scene, FRAME_QUESTION, frame_answer(scene)))
         else:
-            qa = rng.choice(scene_qa(scenes[idx]))
-            out.append(Example(idx, qa.question, qa.answer))
+            qa = rng.choice(scene_qa(scene))
+            out.append(Example(idx, scene, qa.question, qa.answer))
     return out
 
 
@@ -155,12 +161,12 @@ class Trainer:
         while self.step < self.cfg.steps:
             rng = random.Random(self.cfg.seed * 1_000_003 + self.step)  # per-step RNG: resume is exact
             batch = sample_batch(scenes, self.cfg, rng)
-            idx = torch.tensor([e.scene for e in batch])
+            idx = torch.tensor([e.index for e in batch])
             for g in self.opt.param_groups:
                 g["lr"] = self.lr_at(self.step)
             loss = self.vlm.answer_loss(
                 self.vlm.projector(features[idx]),
-                [scene_state(scenes[e.scene], rng) for e in batch],
+                [scene_state(e.scene, rng) for e in batch],
                 [e.question for e in batch],
                 [e.answer for e in batch],
             )
