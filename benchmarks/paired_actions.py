@@ -17,8 +17,13 @@ from owled_ros.eval.metrics import paired_difference
 
 
 def load(path: Path) -> list[bool]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not rows or any(r.get("correct") is None for r in rows):
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file (write it with owled eval driving-qa --answers)")
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{path}: not JSON lines ({e})") from None
+    if not rows or any(not isinstance(r, dict) or r.get("correct") is None for r in rows):
         raise SystemExit(f"{path}: needs one record per frame with a 'correct' field (owled eval driving-qa --answers)")
     return [bool(r["correct"]) for r in rows]
 
