@@ -86,7 +86,9 @@ def test_make_play_eval_through_the_node(online: dict) -> None:
     assert online["out_of_order"] == online["gaps"] == online["outputs_unmatched"] == 0
     assert online["frames_scored"] == online["frames_published"] and 0.0 <= online["action_accuracy"] <= 1.0
     assert 0.0 <= online["rouge_l"] <= 1.0
-    assert online["latency_p50_ms"] >= online["model_latency_p50_ms"] > 0  # end to end includes the model
+    # Both positive, but not ordered: end to end starts when the *recorder* logs the camera frame,
+    # which on a loaded machine can be after the node has started on it (CI stop 16: 78 < 81 ms).
+    assert online["latency_p50_ms"] > 0 and online["model_latency_p50_ms"] > 0
     for f in online["frames"]:
         assert f["published"] == (f["text"] is not None) and f["truth_action"] is not None
         assert not f["published"] or (f["latency_ms"] > 0 and f["ego_speed_mps"] is not None)

@@ -10,7 +10,9 @@ frame both modes processed gets the same action and the same text.
 
 Outputs carry their camera frame's header; they are matched to frames and ground truth by
 stamp. latency_ms: online, end to end (recorder log time of the later output minus that of
-its camera frame: one process, one clock); offline, decode + pipeline wall time.
+its camera frame: one process, one clock; the recorder may log the frame after the node got it,
+so on a loaded machine this can come out below the model latency); offline, decode + pipeline
+wall time.
 model_latency_ms: the pipeline's own (the messages' model_latency_ms). frames_dropped =
 frames_in - frames_published: frames the busy node replaced in its single-slot mailbox and
 frames it rejected, such as out-of-order stamps, which are also counted on their own.
