@@ -45,6 +45,23 @@ def test_smoothing_leaves_the_fp32_model_unchanged_but_moves_the_outliers() -> N
     assert spread_after.max() / spread_after.median() < 0.2 * spread_before
 
 
+def test_down_alpha_smooths_down_proj_alone_and_stays_exact() -> None:
+    torch.manual_seed(0)
+    ids = torch.randint(0, 128, (2, 24))
+    one, two = tiny_llama(), tiny_llama()
+    two.load_state_dict(one.state_dict())
+    with torch.no_grad():
+        before = one(input_ids=ids).logits
+    absmax = _absmax(one, ids)
+    smooth_lm(one, absmax, alpha=0.8)
+    smooth_lm(two, absmax, alpha=0.8, down_alpha=0.3)
+    with torch.no_grad():
+        assert torch.allclose(before, two(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
+    for name, weight in one.state_dict().items():
+        moved = ".mlp.up_proj." in name or ".mlp.down_proj." in name  # down_proj's scales fold into up_proj
+        assert torch.equal(weight, two.state_dict()[name]) != moved, name
+
+
 def test_smoothing_refuses_what_it_cannot_fold() -> None:
     lm = tiny_llama()
     lm.config.model_type = "gemma"
@@ -197,6 +214,8 @@ def test_deploy_and_prune_refuse_bad_input(pruned_and_deployed, tmp_path, capsys
     assert "prune the fp32 model" in capsys.readouterr().err
     assert main(["deploy", "--model", str(pruned_dir), "--alpha", "2", "--calib-samples", "1", "--out", str(tmp_path / "a")]) == 2
     assert "--alpha must be in [0, 1]" in capsys.readouterr().err
+    assert main(["deploy", "--model", str(pruned_dir), "--down-alpha", "-0.1", "--calib-samples", "1", "--out", str(tmp_path / "d")]) == 2
+    assert "--down-alpha must be in [0, 1]" in capsys.readouterr().err
     assert main(["deploy", "--model", str(pruned_dir), "--calib", "nowhere", "--out", str(tmp_path / "c")]) == 2
     assert "unknown calibration source" in capsys.readouterr().err
     assert main(["deploy", "--model", str(pruned_dir), "--calib-samples", "0", "--out", str(tmp_path / "z")]) == 2

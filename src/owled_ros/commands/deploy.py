@@ -17,6 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default", help="fp32 model directory (e.g. from owled prune), or 'default'")
     p.add_argument("--out", required=True, help="output model directory (must not exist)")
     p.add_argument("--alpha", type=float, default=d.alpha, help="SmoothQuant migration strength in [0, 1]")
+    p.add_argument("--down-alpha", type=float, default=d.down_alpha, help="down_proj's own alpha (default: --alpha)")
     p.add_argument("--calib", default=d.calib, metavar="SOURCE", help=f"calibration data: {', '.join(SOURCES)}")
     p.add_argument("--calib-samples", type=int, default=d.calib_samples, help="images, or text windows for wiki")
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists():
         raise OwledError(f"{out}: already exists (choose another --out or remove it)")
     try:
-        config = DeployConfig(args.alpha, check_source(args.calib), args.calib_samples)
+        config = DeployConfig(args.alpha, check_source(args.calib), args.calib_samples, args.down_alpha)
     except ValueError as err:
         raise OwledError(str(err)) from None
     start = time.perf_counter()
@@ -46,5 +47,6 @@ def run(args: argparse.Namespace) -> int:
     info = smooth_for_int8(vlm, calib, config)
     report = resolve_model_dir(args.model) / REPORT_NAME
     save_vlm(vlm, out, int8=info, extra={REPORT_NAME: report.read_bytes()} if report.is_file() else None)
-    print(f"deployed int8 (alpha {config.alpha:g}, {calib.samples} {calib.source} samples) in {time.perf_counter() - start:.0f} s -> {out}")
+    down = "" if config.down_alpha is None else f", down_proj {config.down_alpha:g}"
+    print(f"deployed int8 (alpha {config.alpha:g}{down}, {calib.samples} {calib.source} samples) in {time.perf_counter() - start:.0f} s -> {out}")
     return 0

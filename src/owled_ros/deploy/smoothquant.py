@@ -7,6 +7,8 @@ run time: the RMSNorm weight in front of q/k/v and gate/up, and up_proj's rows i
 of down_proj (SwiGLU's act(gate) * up is linear in up). o_proj is left alone: its input
 comes through attention, where a per-channel scale would need v_proj and GQA's shared
 heads to agree.
+down_proj may take its own alpha: its input (SwiGLU's product) carries the largest outliers, so
+a high alpha stretches a few weight columns and coarsens every other weight of their rows.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ def _scales(absmax: torch.Tensor, weights: list[torch.Tensor], alpha: float) -> 
 
 
 @torch.no_grad()
-def smooth_lm(lm: nn.Module, absmax: dict[str, torch.Tensor], alpha: float) -> float:
+def smooth_lm(lm: nn.Module, absmax: dict[str, torch.Tensor], alpha: float, down_alpha: float | None = None) -> float:
     """Fold the scales in place; returns the largest activation outlier ratio (max / median) seen."""
     if lm.config.model_type not in SMOOTHABLE_LM_TYPES:
         raise OwledError(f"int8 deploy smooths {', '.join(SMOOTHABLE_LM_TYPES)} LMs; this one is {lm.config.model_type!r}")
@@ -56,14 +58,14 @@ def smooth_lm(lm: nn.Module, absmax: dict[str, torch.Tensor], alpha: float) -> f
     for i, layer in enumerate(lm.get_decoder().layers):
         attn, mlp = layer.self_attn, layer.mlp
         groups = (
-            (f"model.layers.{i}.self_attn.q_proj", layer.input_layernorm.weight, None, (attn.q_proj, attn.k_proj, attn.v_proj)),
-            (f"model.layers.{i}.mlp.gate_proj", layer.post_attention_layernorm.weight, None, (mlp.gate_proj, mlp.up_proj)),
-            (f"model.layers.{i}.mlp.down_proj", None, mlp.up_proj, (mlp.down_proj,)),
+            (f"model.layers.{i}.self_attn.q_proj", layer.input_layernorm.weight, None, (attn.q_proj, attn.k_proj, attn.v_proj), alpha),
+            (f"model.layers.{i}.mlp.gate_proj", layer.post_attention_layernorm.weight, None, (mlp.gate_proj, mlp.up_proj), alpha),
+            (f"model.layers.{i}.mlp.down_proj", None, mlp.up_proj, (mlp.down_proj,), alpha if down_alpha is None else down_alpha),
         )
-        for key, norm_weight, producer, consumers in groups:
+        for key, norm_weight, producer, consumers, group_alpha in groups:
             x = absmax[key]
             worst = max(worst, float(x.max() / x.median().clamp(min=1e-8)))
-            s = _scales(x, [c.weight for c in consumers], alpha)
+            s = _scales(x, [c.weight for c in consumers], group_alpha)
             if norm_weight is not None:
                 norm_weight.div_(s)
             else:
