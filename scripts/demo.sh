@@ -7,9 +7,9 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$(dirname "$0")/.."
 out=runs/demo
-sparsity="${OWLED_DEMO_SPARSITY:-0.2}"
+sparsity="${OWLED_DEMO_SPARSITY:-0.1}"  # the vehicle recipe (README, On-vehicle speed)
 [ -d "$out/scenes" ] || owled bag make --source scenes --frames 20 --hz 10 --out "$out/scenes"
 [ -d "$out/pruned" ] || owled prune --model default --method wanda --ratios owl --sparsity "$sparsity" \
   --owl-lambda 0.1 --calib scenes --calib-samples 16 --out "$out/pruned"
-[ -d "$out/pruned-int8" ] || owled deploy --model "$out/pruned" --calib-samples 16 --out "$out/pruned-int8"
+[ -d "$out/pruned-int8" ] || owled deploy --model "$out/pruned" --down-alpha 0.3 --calib-samples 16 --out "$out/pruned-int8"
 owled demo --bag "$out/scenes" --pruned "$out/pruned-int8" --out "$out"
