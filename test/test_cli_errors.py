@@ -61,3 +61,7 @@ def test_remote_code_refused(tmp_path: Path, photo: Path) -> None:
     (hf / "config.json").write_text(json.dumps({"model_type": "llava", "auto_map": {"AutoModel": "evil.Model"}}))
     (hf / "model.safetensors").write_bytes(b"")
     assert_clean_error(owled("describe", str(photo), "--model", str(hf)), "needs remote code")
+
+
+def test_eval_rejects_negative_offset() -> None:
+    assert_clean_error(owled("eval", "driving-qa", "--offset", "-1"), "--offset must be at least 0")

@@ -10,6 +10,7 @@ import pytest
 from owled_ros.data.describe import action_answer, describe_scene, parse_description, scene_result
 from owled_ros.data.expert import expert_action
 from owled_ros.data.scenes import SPLIT_SEEDS, ObjectGT, Scene, generate_scene, render_scene
+from owled_ros.eval.driving_qa import generated_frames
 from owled_ros.schema import VehicleState
 from owled_ros.vocab import Action, LightState, ObjectPosition
 
@@ -34,6 +35,14 @@ def test_same_seed_same_scene_and_pixels():
     assert not np.array_equal(render_scene(other), render_scene(generate_scene(5, 0)))
     assert generate_scene(5, 1) != generate_scene(5, 0)
     assert len(set(SPLIT_SEEDS.values())) == len(SPLIT_SEEDS) == 3
+
+
+def test_eval_frames_offset_continues_the_same_sequence():
+    """Split evaluations (`--offset`) must see exactly the frames one long run would."""
+    whole, tail = generated_frames("test", 5), generated_frames("test", 2, offset=3)
+    assert [f.description for f in tail] == [f.description for f in whole[3:]]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(tail, whole[3:]))
+    assert tail[0].description != whole[0].description
 
 
 def test_render_shape_and_boxes_follow_size():

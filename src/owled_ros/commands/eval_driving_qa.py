@@ -14,6 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drivelm", default=None, help="score a DriveLM JSON file instead of generated scenes")
     p.add_argument("--image-root", default=None, help="image root for --drivelm")
     p.add_argument("--limit", type=int, default=200, help="number of frames")
+    p.add_argument("--offset", type=int, default=0, help="skip this many frames first (split a long evaluation into parallel runs)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--blank-image", action="store_true", help="ablation: replace every image by mid-grey")
     p.add_argument("--frame-only", action="store_true", help="score the per-frame answer only (action, description), skip DriveLM QA")
@@ -33,17 +34,21 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit < 1 or args.batch < 1:
         raise OwledError("--limit and --batch must be at least 1")
+    if args.offset < 0:
+        raise OwledError("--offset must be at least 0")
     if args.drivelm:
         if not args.image_root:
             raise OwledError("--drivelm needs --image-root")
-        frames = drivelm_frames(Path(args.drivelm), Path(args.image_root), args.limit)
+        frames = drivelm_frames(Path(args.drivelm), Path(args.image_root), args.limit, args.offset)
     else:
-        frames = generated_frames(args.split, args.limit)
+        frames = generated_frames(args.split, args.limit, args.offset)
     vlm = load_vlm(args.model, args.precision)
     answers: list[dict] | None = [] if args.answers else None
     metrics = evaluate(vlm, frames, batch=args.batch, blank_image=args.blank_image, qa=not args.frame_only, answers=answers)
     metrics.update(model=str(args.model), split=args.split if not args.drivelm else args.drivelm)
     if answers is not None:
+        for a in answers:
+            a["frame"] += args.offset
         write_text_atomic(Path(args.answers), "".join(json.dumps(a) + "\n" for a in answers))
     emit(metrics, args.out)
     return 0

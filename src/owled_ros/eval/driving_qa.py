@@ -33,22 +33,22 @@ class EvalFrame:
     qa: tuple[QA, ...]
 
 
-def generated_frames(split: str, limit: int) -> list[EvalFrame]:
+def generated_frames(split: str, limit: int, offset: int = 0) -> list[EvalFrame]:
     from owled_ros.data.describe import describe_scene
     from owled_ros.data.scenes import SPLIT_SEEDS, generate_scene, render_scene
     from owled_ros.data.targets import scene_qa
 
     frames = []
-    for i in range(limit):
+    for i in range(offset, offset + limit):
         s = generate_scene(SPLIT_SEEDS[split], i)
         frames.append(EvalFrame(render_scene(s), s.ego, describe_scene(s), s.expert.action, tuple(scene_qa(s))))
     return frames
 
 
-def drivelm_frames(json_path: Path, image_root: Path, limit: int) -> list[EvalFrame]:
+def drivelm_frames(json_path: Path, image_root: Path, limit: int, offset: int = 0) -> list[EvalFrame]:
     return [
         EvalFrame(read_image_rgb(f.image_path), f.ego, f.description, f.expert_action, f.qa)
-        for f in load_drivelm(json_path, image_root)[:limit]
+        for f in load_drivelm(json_path, image_root)[offset : offset + limit]
     ]
 
 
