@@ -20,6 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--speed-resample", type=float, default=d.speed_resample,
                    help="share of examples driven at a redrawn ego speed, relabelled by the expert (0-1)")
+    p.add_argument("--prompt-cues", action="store_true",
+                   help="prompt also carries the distances the speed implies (2 s gap, stop zone, braking); stored in the model")
+    p.add_argument("--init-from", default="", metavar="DIR",
+                   help="start stage 2 from this trained model's encoder, projector and LoRA (or 'default'); skips stage 1")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
     g = p.add_argument_group("stage 1: the encoder's late blocks, trained on the scenes' ground truth")
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         scenes=args.scenes, steps=args.steps, batch=args.batch, lr=args.lr, lora_rank=args.lora_rank,
         seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads,
-        speed_resample=args.speed_resample,
+        speed_resample=args.speed_resample, prompt_cues=args.prompt_cues, init_from=args.init_from,
     )
     command = "owled " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     encoder_cfg = EncoderTrainConfig(scenes=args.encoder_scenes, epochs=args.encoder_epochs,

@@ -92,7 +92,7 @@ def save_vlm(
     return out_dir
 
 
-def _read_config(path: Path) -> dict:
+def read_model_config(path: Path) -> dict:
     file = path / CONFIG_NAME
     try:
         config = json.loads(file.read_text())
@@ -130,7 +130,7 @@ def load_vlm(spec: str | Path, precision: str = "auto") -> DrivingVLM:
 
                 return load_llava(path)
         raise OwledError(f"{path}: not an owled model directory (no {CONFIG_NAME}) nor a LLaVA checkpoint")
-    config = _read_config(path)
+    config = read_model_config(path)
     stored = config.get("precision", "fp32")
     if stored not in ("fp32", "int8"):
         raise OwledError(f"{path / CONFIG_NAME}: field 'precision' must be 'fp32' or 'int8', got {stored!r}")

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 from transformers import PreTrainedTokenizerBase
 
+from owled_ros.data.expert import TIME_GAP_S, braking_distance, stop_zone
 from owled_ros.schema import VehicleState
 
 FRAME_QUESTION = "Describe the scene and the action."
 ACTION_MARKER = "Action:"
 
 
-def state_text(state: VehicleState | None) -> str:
+def state_text(state: VehicleState | None, cues: bool = False) -> str:
+    """`cues` adds the distances the ego speed implies (2 s gap, stop zone, braking distance).
+
+    A 135M LM reads "car at 25 m" from the image well but computes v * 2 s or v^2 / 6 from
+    "Speed 14 m/s" poorly; with the distances in the prompt the decision is a comparison of
+    two numbers. They come from the vehicle state alone, as a planner would compute them."""
     if state is None or state.speed_mps is None:
         return "Speed unknown."
     parts = [f"Speed {state.speed_mps:.0f} m/s"]
@@ -21,12 +27,18 @@ def state_text(state: VehicleState | None) -> str:
         parts.append(f"accel {state.accel_mps2:+.1f}")
     if state.yaw_rate_rps is not None:
         parts.append(f"yaw {state.yaw_rate_rps:+.2f}")
-    return ", ".join(parts) + "."
+    text = ", ".join(parts) + "."
+    if cues:
+        v = state.speed_mps
+        text += f" Gap {TIME_GAP_S * v:.0f} m, stop zone {stop_zone(v):.0f} m, braking {braking_distance(v):.0f} m."
+    return text
 
 
-def split_prompt(tokenizer: PreTrainedTokenizerBase, state: VehicleState | None, question: str) -> tuple[str, str]:
+def split_prompt(
+    tokenizer: PreTrainedTokenizerBase, state: VehicleState | None, question: str, cues: bool = False
+) -> tuple[str, str]:
     """(text before the visual tokens, text after them, ending where the answer starts)."""
-    user = f"{state_text(state)} {question}"
+    user = f"{state_text(state, cues)} {question}"
     if "<|im_start|>" in tokenizer.get_vocab():
         return "<|im_start|>user\n", f"\n{user}<|im_end|>\n<|im_start|>assistant\n"
     if tokenizer.chat_template:

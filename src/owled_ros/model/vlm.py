@@ -45,6 +45,11 @@ class DrivingVLM(nn.Module):
             tokenizer.pad_token = tokenizer.eos_token
 
     @property
+    def prompt_cues(self) -> bool:
+        """Whether the prompt carries the speed's distances (`prompt.state_text`); set by training, kept in meta."""
+        return bool(self.meta.get("prompt_cues", False))
+
+    @property
     def device(self) -> torch.device:
         return next(self.lm.parameters()).device
 
@@ -72,7 +77,7 @@ class DrivingVLM(nn.Module):
         embed = self.lm.get_input_embeddings()
         rows, spans = [], []
         for i, (state, question) in enumerate(zip(states, questions)):
-            before, after = split_prompt(self.tokenizer, state, question)
+            before, after = split_prompt(self.tokenizer, state, question, self.prompt_cues)
             pre = self._ids(before)
             post = self._ids(after)
             ans = self._ids(answers[i] + end_of_answer(self.tokenizer)) if answers is not None else []

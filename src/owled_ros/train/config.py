@@ -13,6 +13,8 @@ class TrainConfig:
     warmup: int = 20
     frame_share: float = 0.6  # share of examples that are the node's per-frame question
     speed_resample: float = 0.0  # share of examples whose ego speed is redrawn (0-30 m/s) and relabelled by the expert
+    prompt_cues: bool = False  # prompt carries the speed's gap / stop-zone / braking distances (model/prompt.py)
+    init_from: str = ""  # model directory whose encoder, projector and LoRA start stage 2 (stage 1 is skipped)
     lora_rank: int = 8
     seed: int = 0
     checkpoint_every: int = 50

