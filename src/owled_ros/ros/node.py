@@ -1,20 +1,23 @@
 """owled_node: a managed (lifecycle) node that runs the DrivingPipeline on a camera stream.
 
-Transitions: configure loads the model, creates the publishers and the worker thread;
+Transitions: configure starts the worker thread, which loads the model, and creates the publishers;
 activate subscribes to the camera and the vehicle state; deactivate unsubscribes;
 cleanup and shutdown release the model. With `autostart` (the default) the node
 configures and activates itself, so a plain launch needs no lifecycle manager.
 
 Threads: the executor thread only checks incoming messages and posts frames into a
 single-slot mailbox (newest frame wins, older waiting frames are dropped and counted);
-one worker thread decodes, runs the model at most max_rate_hz times a second and
-publishes. However fast the camera, no backlog forms.
+one worker thread loads the model (all torch work stays in it), decodes, runs the model at
+most max_rate_hz times a second and publishes. However fast the camera, no backlog forms.
 """
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -30,6 +33,9 @@ from owled_ros.runtime.decode import CAMERA_DECODERS, STATE_DECODERS, ImageLimit
 from owled_ros.runtime.mailbox import LatestMailbox
 from owled_ros.runtime.pairing import Pairing, StampedState, StampGuard, pair_state
 from owled_ros.runtime.stats import FrameStats
+
+if TYPE_CHECKING:
+    from owled_ros.runtime.pipeline import DrivingPipeline
 
 NODE_NAME = "owled_node"
 WARN_THROTTLE_S = 5.0
@@ -78,19 +84,25 @@ class OwledNode(LifecycleNode):
         from owled_ros.runtime.pipeline import PipelineConfig, load_pipeline
 
         started = time.perf_counter()
+        config = PipelineConfig(self.params.max_new_tokens, self.params.prompt or FRAME_QUESTION)
+        loaded: Future = Future()
+        self._stop.clear()
+        self._worker = threading.Thread(
+            target=self._work, args=(lambda: load_pipeline(self.params.model, config, self.params.precision), loaded),
+            name="owled_inference", daemon=True,
+        )
+        self._worker.start()
         try:
-            config = PipelineConfig(self.params.max_new_tokens, self.params.prompt or FRAME_QUESTION)
-            self._pipeline = load_pipeline(self.params.model, config, self.params.precision)
+            self._pipeline = loaded.result()
         except Exception as err:  # any loader failure leaves the node unconfigured, not dead
+            self._worker.join(WORKER_JOIN_S)
+            self._worker = None
             self.get_logger().error(f"cannot load model {self.params.model!r}: {err}")
             return TransitionCallbackReturn.FAILURE
         self._scene_pub = self.create_lifecycle_publisher(SceneDescription, self.params.scene_topic, OUTPUT_DEPTH)
         self._action_pub = self.create_lifecycle_publisher(ActionPrediction, self.params.action_topic, OUTPUT_DEPTH)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_DEPTH)
         self._diag_timer = self.create_timer(self.params.diagnostics_period_s, self._publish_diagnostics)
-        self._stop.clear()
-        self._worker = threading.Thread(target=self._work, name="owled_inference", daemon=True)
-        self._worker.start()
         self.get_logger().info(f"configured: model {self._pipeline.model_id} loaded in {time.perf_counter() - started:.1f} s")
         return super().on_configure(state)
 
@@ -195,7 +207,17 @@ class OwledNode(LifecycleNode):
         )
 
     # ---- inference (worker thread) --------------------------------------------------------------
-    def _work(self) -> None:
+    def _work(self, load: Callable[[], DrivingPipeline], loaded: Future) -> None:
+        """Loads the model, then runs every frame, all in this one thread.
+
+        torch's OpenMP pool is per calling thread: a model loaded in the executor thread and run
+        in this one gave two pools on two cores, and libgomp's oversubscribed waits halved the
+        int8 decode speed (1.47 s a frame against 0.74; BENCHMARKS 5.0.5)."""
+        try:
+            loaded.set_result(load())
+        except Exception as err:
+            loaded.set_exception(err)
+            return
         period = 1.0 / self.params.max_rate_hz
         next_start = 0.0
         while not self._stop.is_set():
