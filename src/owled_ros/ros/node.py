@@ -212,7 +212,7 @@ class OwledNode(LifecycleNode):
 
         torch's OpenMP pool is per calling thread: a model loaded in the executor thread and run
         in this one gave two pools on two cores, and libgomp's oversubscribed waits halved the
-        int8 decode speed (1.47 s a frame against 0.74; BENCHMARKS 5.0.5)."""
+        int8 speed (1.37 s a frame against 0.68; BENCHMARKS 7.13)."""
         try:
             loaded.set_result(load())
         except Exception as err:
