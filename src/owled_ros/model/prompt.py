@@ -39,7 +39,7 @@ def split_prompt(
 ) -> tuple[str, str]:
     """(text before the visual tokens, text after them, ending where the answer starts)."""
     user = f"{state_text(state, cues)} {question}"
-    if "<|im_start|>" in tokenizer.get_vocab():
+    if uses_chatml(tokenizer):
         return "<|im_start|>user\n", f"\n{user}<|im_end|>\n<|im_start|>assistant\n"
     if tokenizer.chat_template:
         marker = "\x00IMAGE\x00"
@@ -53,4 +53,10 @@ def split_prompt(
 
 def end_of_answer(tokenizer: PreTrainedTokenizerBase) -> str:
     """Text appended to training answers so the model learns to stop."""
-    return "<|im_end|>" if "<|im_start|>" in tokenizer.get_vocab() else (tokenizer.eos_token or "")
+    return "<|im_end|>" if uses_chatml(tokenizer) else (tokenizer.eos_token or "")
+
+
+def uses_chatml(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """One token lookup: `get_vocab()` builds the whole 49k dict (28 ms), twice per training example."""
+    token_id = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    return token_id is not None and token_id != tokenizer.unk_token_id
