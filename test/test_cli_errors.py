@@ -65,3 +65,13 @@ def test_remote_code_refused(tmp_path: Path, photo: Path) -> None:
 
 def test_eval_rejects_negative_offset() -> None:
     assert_clean_error(owled("eval", "driving-qa", "--offset", "-1"), "--offset must be at least 0")
+
+
+def test_train_device_errors(tmp_path: Path) -> None:
+    import torch
+
+    out = ["--out", str(tmp_path / "m"), "--work-dir", str(tmp_path / "w")]
+    assert_clean_error(owled("train", "--device", "gpu0", *out), "is not a torch device")
+    if not torch.cuda.is_available():
+        assert_clean_error(owled("train", "--device", "cuda", *out), "torch sees no CUDA device")
+    assert not (tmp_path / "m").exists() and not (tmp_path / "w").exists()

@@ -30,7 +30,7 @@ def save_safetensors_atomic(tensors: dict, path: Path, metadata: dict[str, str] 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

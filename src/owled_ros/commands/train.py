@@ -26,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="start stage 2 from this trained model's encoder, projector and LoRA (or 'default'); skips stage 1")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
+    p.add_argument("--device", default=d.device, help="torch device for stage 2, e.g. cuda (default cpu; the files it writes are the same kind)")
     g = p.add_argument_group("stage 1: the encoder's late blocks, trained on the scenes' ground truth")
     g.add_argument("--encoder-epochs", type=int, default=e.epochs, help="0 keeps the frozen ImageNet encoder")
     g.add_argument("--encoder-scenes", type=int, default=e.scenes)
@@ -52,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
         raise OwledError(f"--speed-resample must be in 0..1, got {args.speed_resample}")
     if not args.lr > 0:
         raise OwledError("--lr must be positive")
+    check_device(args.device)
     cfg = TrainConfig(
         scenes=args.scenes, steps=args.steps, batch=args.batch, lr=args.lr, lora_rank=args.lora_rank,
         seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads,
-        speed_resample=args.speed_resample, prompt_cues=args.prompt_cues, init_from=args.init_from,
+        speed_resample=args.speed_resample, prompt_cues=args.prompt_cues, init_from=args.init_from, device=args.device,
     )
     command = "owled " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     encoder_cfg = EncoderTrainConfig(scenes=args.encoder_scenes, epochs=args.encoder_epochs,
@@ -63,3 +65,18 @@ def run(args: argparse.Namespace) -> int:
     out = train(Path(args.out), Path(args.work_dir), cfg, args.resume, command, encoder_cfg)
     print(f"trained model written to {out}")
     return 0
+
+
+def check_device(spec: str) -> None:
+    import torch
+
+    from owled_ros.errors import OwledError
+
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise OwledError(f"--device {spec!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OwledError(f"--device {spec}: torch sees no CUDA device here (this torch is {torch.__version__}); train on cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise OwledError(f"--device {spec}: only cpu and cuda are supported")

@@ -19,6 +19,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 50
     threads: int = 0  # 0: torch default
+    device: str = "cpu"  # stage 2 runs here ("cuda" on a GPU machine); stage 1 and the exported files stay on the CPU
 
 
 @dataclass
