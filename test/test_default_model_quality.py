@@ -1,9 +1,10 @@
 """The shipped default weights load, do better than chance on held-out generated scenes, and read the image.
 
-Thresholds sit below what was measured (these 16 frames, the 1800-step default: action 0.562,
-ROUGE-L 0.91; blank image on 48 frames: action 0.146, ROUGE-L 0.49) and well above what an untrained projector or a model that ignores the
-task produces (ROUGE-L near 0, no parseable action), so the test fails if the shipped weights or
-the prompt format break, or if the model stops looking at the camera.
+Thresholds sit below what was measured (the session-14 default on 48 test frames, these 16 among
+them: action 1.000, ROUGE-L 0.98; blank image: action 0.208, ROUGE-L 0.38) and above what the
+previous default scored (the 1800-step CPU model: action 0.562 on these 16), so the test fails if
+the shipped weights or the prompt format break, if the weights fall back to an older model, or if
+the model stops looking at the camera (the issue's ablation target: a blank image costs >= 30 points).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def test_shipped_weights_on_a_held_out_batch(default_vlm) -> None:
     assert sum(a["correct"] for a in answers) / len(frames) == seen["action_accuracy"]
     assert all(a["answered"] in a["text"] or a["answered"] == "unknown" for a in answers)
     assert seen["rouge_l"] >= 0.65, seen
-    assert seen["action_accuracy"] >= 0.35, seen
+    assert seen["action_accuracy"] >= 0.75, seen
     blank = evaluate(default_vlm, frames, batch=8, qa=False, blank_image=True)
-    assert blank["action_accuracy"] <= seen["action_accuracy"] - 0.15, (seen, blank)
+    assert blank["action_accuracy"] <= seen["action_accuracy"] - 0.30, (seen, blank)
     assert blank["rouge_l"] <= seen["rouge_l"] - 0.1, (seen, blank)
