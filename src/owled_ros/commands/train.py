@@ -8,7 +8,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from owled_ros.train.config import EncoderTrainConfig, TrainConfig
 
     d, e = TrainConfig(), EncoderTrainConfig()
-    p = sub.add_parser("train", help="train the default model's projector + LoRA on generated scenes (CPU)")
+    p = sub.add_parser("train", help="train the default model's projector + LoRA on generated scenes (CPU; stage 2 also --device cuda)")
     p.add_argument("--out", default="models/default", help="model directory to write (projector, lora, config)")
     p.add_argument("--work-dir", default="runs/train", help="checkpoints for --resume")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work-dir")
