@@ -1,0 +1,47 @@
+"""Who measured a number: every benchmark table carries the CPU model, threads and date.
+
+Speed on this project's vehicle CPUs differs by CPU type (an AMD EPYC without AMX and an
+Intel Xeon with AMX give different int8 ratios), so no figure is published without it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+from pathlib import Path
+
+from owled_ros.cpu import cpu_flags
+
+_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    return match.group(1).strip() if match else "unknown CPU"
+
+
+def machine_info(threads: int | None = None, command: str | None = None) -> dict:
+    """A dict to store beside measured numbers (JSON) and print above their table."""
+    flags = cpu_flags()
+    return {
+        "cpu": cpu_model(),
+        "cpu_features": [f for f in _FEATURES if f in flags],
+        "cores": os.cpu_count(),
+        "threads": threads if threads is not None else int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)),
+        "date": _dt.date.today().isoformat(),
+        "command": command or "",
+    }
+
+
+def machine_line(info: dict) -> str:
+    """One Markdown line naming the machine a table was measured on."""
+    feats = ", ".join(info.get("cpu_features", [])) or "none of AVX2/AVX-512/AMX"
+    line = f"Measured {info.get('date', '?')} on {info.get('cpu', '?')} ({feats}), {info.get('threads', '?')} thread(s)"
+    if info.get("command"):
+        line += f"; command: `{info['command']}`"
+    return line + "."
