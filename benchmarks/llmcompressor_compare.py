@@ -1,11 +1,11 @@
 """owled_ros against llm-compressor on the same SmolLM2-135M pruning job, side by side in one run.
 
 Both tools prune the plain SmolLM2-135M-Instruct (the default VLM's LM before its LoRA) with
-the same 64 calibration windows of 512 tokens (DESIGN.md protocol, written once to a file),
+the same 64 calibration windows of 512 tokens (docs/design.md protocol, written once to a file),
 each in a fresh process of its own venv: ours in .venv (`owled-job` below), llm-compressor in
 .venv-llmcompressor (benchmarks/llmcompressor/job.py). Wall time is the whole child process,
 model loading and saving included; peak RSS is the child's own VmHWM. Perplexity and
-achieved sparsity are then measured by one evaluator (ours, DESIGN.md protocol) on both
+achieved sparsity are then measured by one evaluator (ours, docs/design.md protocol) on both
 saved models. Cases alternate between the tools so drifting machine load hits both alike.
 Our job is what `owled prune --model LM_DIR --calib wiki` runs: the LM streamed from its
 safetensors files one decoder layer at a time (prune/stream.py), calibration products in

@@ -1,7 +1,7 @@
 """SmolLM2-135M Wikipedia perplexity after pruning: methods x ratios x sparsities, and an OWL sweep.
 
 Uses the library's own pipeline (prune_part on the default model's LM, wiki calibration
-windows, DESIGN.md perplexity protocol). One capture and one dense OWL pass (all M at
+windows, docs/design.md perplexity protocol). One capture and one dense OWL pass (all M at
 once) are shared by every configuration; the LM is restored from a dense copy between
 runs. Results are appended to a JSON file as they finish, so an interrupted run resumes.
 

@@ -1,4 +1,4 @@
-"""DESIGN.md's Wikipedia protocol: the text split, calibration and evaluation windows, perplexity."""
+"""docs/design.md's Wikipedia protocol: the text split, calibration and evaluation windows, perplexity."""
 from __future__ import annotations
 
 import math

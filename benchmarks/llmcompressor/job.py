@@ -1,6 +1,6 @@
 """One llm-compressor oneshot prune, run inside .venv-llmcompressor (its pins never touch ours).
 
-Takes the calibration windows owled_ros wrote (the DESIGN.md protocol) so both tools prune
+Takes the calibration windows owled_ros wrote (the docs/design.md protocol) so both tools prune
 on exactly the same tokens, saves the model uncompressed (dense safetensors with zeros) and
 prints one JSON line: seconds inside oneshot, whole process, peak RSS. An exception is printed verbatim and exits 1.
 

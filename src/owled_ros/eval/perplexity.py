@@ -1,4 +1,4 @@
-"""Wikipedia perplexity, exactly DESIGN.md's protocol (so numbers compare across tools).
+"""Wikipedia perplexity, exactly docs/design.md's protocol (so numbers compare across tools).
 
 Each evaluation window is 512 tokens (data/wiki.py: consecutive, non-overlapping, at most
 64); a window's loss is the mean next-token cross-entropy of its 511 predictions; the

@@ -11,7 +11,7 @@ CALIB_DTYPES = ("fp32", "bf16")  # what the calibration forwards compute in (pru
 # M=7, lambda=0.2 gave 340 against 472 at the OWL paper's LLaMA values (M=5, lambda=0.08) and 526 for uniform Wanda.
 DEFAULT_OWL_M = 7.0
 DEFAULT_OWL_LAMBDA = 0.2
-# Per weight removed the encoder is the more sensitive part (DESIGN.md; benchmarks/BENCHMARKS.md
+# Per weight removed the encoder is the more sensitive part (docs/design.md; benchmarks/BENCHMARKS.md
 # 3.3: 1.6 M encoder weights cost as much driving accuracy as 32 M LM weights), and it holds 3 %
 # of the prunable weights, so pruning it hard saves little: by default it gets a quarter of S.
 DEFAULT_ENCODER_SHARE = 0.25

@@ -1,6 +1,6 @@
 """Prune a plain HF causal LM straight from its safetensors files, one decoder layer in memory.
 
-Why: the sequential calibration needs one block plus the activations (DESIGN.md), but a
+Why: the sequential calibration needs one block plus the activations (docs/design.md), but a
 loaded model holds every weight, and the fp32 weights (540 MB for SmolLM2-135M) are more
 than the whole job's activations. Here the model is a skeleton without weights
 (accelerate's `init_empty_weights`; buffers such as the rotary frequencies stay real).
