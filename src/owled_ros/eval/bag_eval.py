@@ -30,13 +30,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from owled_ros.data.bag_read import DriveBag, read_messages, stamp_ns, to_plain
 from owled_ros.errors import OwledError
 from owled_ros.fsutil import write_text_atomic
+
+if TYPE_CHECKING:
+    from owled_ros.runtime.pipeline import DrivingPipeline
 
 RECORDED = "recorded"
 REPORT_JSON, REPORT_MD, REPORT_PLOT = "report.json", "report.md", "report.png"
@@ -266,8 +269,13 @@ def run_online(drive: DriveBag, config: EvalConfig, work: Path, on_output: OnOut
 
 
 # ---- offline --------------------------------------------------------------------------------
-def run_offline(drive: DriveBag, config: EvalConfig, on_output: OnOutput | None = None) -> RunResult:
+def run_offline(
+    drive: DriveBag, config: EvalConfig, on_output: OnOutput | None = None, pipeline: DrivingPipeline | None = None
+) -> RunResult:
     """Every frame the node would accept, through the node's decoders, pairing and stamp guard.
+
+    pipeline: one already loaded for config.model (a fleet worker loads its model once for many
+    bags); None loads it here.
 
     The model runs on one worker thread, as in the node: torch's intra-op threading behaves
     differently on the main thread (on the loaded 2-core machine the main thread ran the
@@ -282,7 +290,8 @@ def run_offline(drive: DriveBag, config: EvalConfig, on_output: OnOutput | None 
     from owled_ros.runtime.pipeline import PipelineConfig, load_pipeline
 
     started = time.monotonic()
-    pipeline = load_pipeline(config.model, PipelineConfig(config.max_new_tokens))
+    if pipeline is None:
+        pipeline = load_pipeline(config.model, PipelineConfig(config.max_new_tokens))
     camera, limits = CAMERA_DECODERS[drive.camera_type], ImageLimits()
     state_type = STATE_DECODERS[drive.state_type] if drive.state_type else None
     frame_guard, state_guard = StampGuard(), StampGuard()
