@@ -159,7 +159,7 @@ def test_write_split_round_trip(tmp_path):
             assert set(item) == {"Q", "A", "C", "con_up", "con_down", "cluster", "layer"}
         for q in frame.qa:  # the reference always scores as correct against itself
             assert score_answer(q.category, q.question, q.answer, q.answer)
-    with pytest.raises(OwledError, match="not empty"):
+    with pytest.raises(OwledError, match="already exists"):
         write_split(out, seed=31, n=1, progress=False)
 
 

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from owled_ros.errors import OwledError
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -36,3 +41,26 @@ def save_safetensors_atomic(tensors: dict, path: Path, metadata: dict[str, str] 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def staged_dir(out: Path, replace: bool = False) -> Iterator[Path]:
+    """A path beside `out` to create and fill; it becomes `out` only if the block completes.
+
+    The path does not exist yet (so writers that insist on creating their directory work). An
+    existing `out` is refused unless it is an empty directory or `replace` is set. Any exception,
+    Ctrl-C included, leaves nothing behind and `out` as it was.
+    """
+    out = Path(out)
+    if out.exists() and not replace and not (out.is_dir() and not any(out.iterdir())):
+        raise OwledError(f"{out}: already exists (choose another --out or remove it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    holder = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        staged = holder / out.name
+        yield staged
+        if out.is_dir():
+            shutil.rmtree(out)
+        os.replace(staged, out)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)

@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +35,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from owled_ros.errors import OwledError
+from owled_ros.fsutil import staged_dir
 
 START_NS = 1_700_000_000 * 1_000_000_000
 """Stamp of the first frame (2023-11-14), fixed so bags are reproducible."""
@@ -313,17 +311,8 @@ def open_bag_writer(out: Path) -> Iterator[Writer]:
 
     An interrupted or failed write leaves nothing behind, and a reader never sees half a bag.
     """
-    out = Path(out)
-    if out.exists():
-        raise OwledError(f"{out}: already exists (choose another --out or remove it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        with Writer(tmp / out.name, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-            yield writer
-        os.replace(tmp / out.name, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with staged_dir(Path(out)) as staged, Writer(staged, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        yield writer
 
 
 def write_bag(out: Path, records: Iterable[Record], info: dict) -> BagSummary:

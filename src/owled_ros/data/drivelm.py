@@ -28,8 +28,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,7 @@ from owled_ros.data.describe import action_answer, describe_scene, light_from_te
 from owled_ros.data.expert import ExpertDecision, lead_vehicle
 from owled_ros.data.scenes import DEFAULT_SIZE, ObjectGT, Scene, generate_scene, render_scene
 from owled_ros.errors import OwledError
+from owled_ros.fsutil import staged_dir
 from owled_ros.schema import VehicleState
 from owled_ros.vocab import Action, LightState
 
@@ -160,12 +159,8 @@ def write_split(out_dir: str | Path, seed: int, n: int, size: tuple[int, int] = 
     from tqdm import tqdm
 
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OwledError(f"{out}: already exists and is not empty; remove it or choose another output directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        (tmp / "images").mkdir()
+    with staged_dir(out) as tmp:
+        (tmp / "images").mkdir(parents=True)
         data: dict[str, Any] = {}
         for index in tqdm(range(n), desc=f"scenes (seed {seed})", unit="scene", disable=not progress):
             scene = generate_scene(seed, index, size)
@@ -179,12 +174,6 @@ def write_split(out_dir: str | Path, seed: int, n: int, size: tuple[int, int] = 
             }
         with open(tmp / JSON_NAME, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out / JSON_NAME
 
 

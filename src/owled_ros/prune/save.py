@@ -7,13 +7,9 @@ built in a hidden temporary directory beside `out`, and that directory is rename
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from owled_ros.errors import OwledError
+from owled_ros.fsutil import staged_dir
 from owled_ros.model.checkpoint import save_vlm
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.prune.report import plot_sparsity
@@ -22,28 +18,13 @@ REPORT_NAME = "prune_report.json"
 PLOT_NAME = "layer_sparsity.png"
 
 
-@contextmanager
-def staged_output(out: Path) -> Iterator[Path]:
-    """A path to create and fill; it becomes `out` only if the block completes."""
-    if out.exists():
-        raise OwledError(f"{out}: already exists (choose another --out or remove it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        model_dir = tmp / "model"
-        yield model_dir
-        model_dir.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def write_report(report: dict, model_dir: Path) -> None:
     (model_dir / REPORT_NAME).write_text(json.dumps(report, indent=2))
     plot_sparsity(report, model_dir / PLOT_NAME)
 
 
 def write_pruned(vlm: DrivingVLM, report: dict, out: Path) -> Path:
-    with staged_output(out) as model_dir:
+    with staged_dir(out) as model_dir:
         vlm.meta["pruned"] = {k: report[k] for k in ("method", "ratios", "nm", "target_sparsity", "achieved_sparsity")}
         save_vlm(vlm, model_dir)
         write_report(report, model_dir)

@@ -22,13 +22,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from owled_ros.errors import OwledError
+from owled_ros.fsutil import staged_dir
 from owled_ros.model.lm import check_hf_dir
 from owled_ros.prune.apply import prune_part
 from owled_ros.prune.calibrate import BlockStore
 from owled_ros.prune.config import PruneConfig
 from owled_ros.prune.layers import Block, make_blocks
 from owled_ros.prune.report import ZeroCounts, build_report
-from owled_ros.prune.save import staged_output, write_report
+from owled_ros.prune.save import write_report
 from owled_ros.prune.vlm import capture_windows
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -119,7 +120,7 @@ def prune_lm_dir(src: Path, windows: torch.Tensor, config: PruneConfig, out: Pat
     missing = [f"{b.name}.{n}" for b in blocks for n, _ in b.module.named_parameters() if f"{b.name}.{n}" not in files]
     if missing:
         raise OwledError(f"{src}: weight {missing[0]!r} missing from its safetensors files")
-    with staged_output(out) as model_dir, torch.no_grad():
+    with staged_dir(out) as model_dir, torch.no_grad():
         model_dir.mkdir()
         store = LayerFiles(files, model_dir, shards=len(blocks) + 1)
         rest = read_tensors(files, [n for n in files if not n.startswith(prefixes)])
