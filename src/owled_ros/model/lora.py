@@ -49,16 +49,6 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def merge_lora(model: nn.Module) -> None:
-    """Fold the adapters into the base weights and unwrap, so inference and pruning see plain Linears."""
-    for name, m in list(model.named_modules()):
-        if isinstance(m, LoraLinear):
-            with torch.no_grad():
-                m.base.weight += (m.lora_B @ m.lora_A) * m.scale
-            parent_name, child = name.rsplit(".", 1)
-            setattr(model.get_submodule(parent_name), child, m.base)
-
-
 @torch.no_grad()
 def apply_lora_delta(model: nn.Module, state: dict[str, torch.Tensor], config: LoraConfig) -> None:
     names = {k.rsplit(".", 1)[0] for k in state}
