@@ -1,6 +1,6 @@
 """The shipped default weights load, do better than chance on held-out generated scenes, and read the image.
 
-Thresholds sit below what was measured (the session-14 default on 48 test frames, these 16 among
+Thresholds sit below what was measured (the shipped default on 48 test frames, these 16 among
 them: action 1.000, ROUGE-L 0.98; blank image: action 0.208, ROUGE-L 0.38) and above what the
 previous default scored (the 1800-step CPU model: action 0.562 on these 16), so the test fails if
 the shipped weights or the prompt format break, if the weights fall back to an older model, or if
