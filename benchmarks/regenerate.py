@@ -1,16 +1,16 @@
-"""One command for the measured comparisons: run them, then rewrite their tables in BENCHMARKS.md.
+"""One command for every measured table: run the benchmarks, then rewrite their tables in BENCHMARKS.md.
 
-    make bench                                   # both comparisons, then the tables (about 50 min)
-    python benchmarks/regenerate.py --tables-only   # rewrite the tables from the JSON results
+    make bench                                        # every table (hours on 2 cores), then BENCHMARKS.md
+    python benchmarks/regenerate.py --only deploy     # re-measure some tables, rewrite all
+    python benchmarks/regenerate.py --tables-only     # rewrite the tables from the JSON results
 
-The two comparisons run at the same time, each pinned to its own core with one torch
-thread, and each measures its own sides alternately in one run, so their ratios hold:
-- against llm-compressor: benchmarks/llmcompressor_compare.py (needs .venv-llmcompressor,
-  which scripts/bench.sh makes);
-- the deploy path: benchmarks/deploy_table.py.
-A table sits in BENCHMARKS.md between `<!-- generated:NAME -->` and `<!-- end:NAME -->`;
-the rest of the file is prose and is never touched. Results are written to a temp file and
-renamed, so an interrupted run leaves the last good JSON and tables.
+Each benchmark script (TABLES) takes `--results PATH`, writes JSON that records the machine
+(owled_ros.machine.machine_info) and has a `markdown(results) -> str` whose table starts with
+the machine line. Scripts run one per core, each with one torch thread, as many at once as
+there are cores; each measures the sides it compares alternately in one run, so its ratios
+hold. A table sits in BENCHMARKS.md between `<!-- generated:NAME -->` and `<!-- end:NAME -->`;
+the prose around it is never touched. Results are written to a temp file and renamed, so an
+interrupted or failed run leaves the last good JSON and table.
 """
 from __future__ import annotations
 
@@ -38,23 +38,33 @@ def _module(script: Path):
     return module
 
 
-def measure() -> None:
-    """Both comparisons at once, one core each; fresh results replace the old ones when done."""
-    procs = []
-    for core, (name, (script, results)) in enumerate(TABLES.items()):
-        fresh = results.with_suffix(".new.json")
-        fresh.unlink(missing_ok=True)
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        cmd = ["taskset", "-c", str(core % os.cpu_count()), sys.executable, str(script), "--results", str(fresh)]
-        procs.append((name, fresh, results, subprocess.Popen(cmd, env=env)))
+def measure(names: list[str]) -> None:
+    """Each comparison pinned to a core of its own with one torch thread, as many at once as
+    there are cores; fresh results replace the old ones only when a run succeeds."""
+    queue = [(name, *TABLES[name]) for name in names]
+    running: dict[int, tuple] = {}
     failed = []
-    for name, fresh, results, proc in procs:
-        if proc.wait() != 0 or not fresh.is_file():
+    while queue or running:
+        free = [core for core in range(os.cpu_count() or 1) if core not in running]
+        while queue and free:
+            core = free.pop(0)
+            name, script, results = queue.pop(0)
+            fresh = results.with_suffix(".new.json")
+            fresh.unlink(missing_ok=True)
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            cmd = ["taskset", "-c", str(core), sys.executable, str(script), "--results", str(fresh)]
+            print(f"regenerate: {name} on core {core}: {' '.join(cmd[3:])}", flush=True)
+            running[core] = (name, fresh, results, subprocess.Popen(cmd, env=env))
+        pid, status = os.wait()
+        core = next(c for c, run in running.items() if run[3].pid == pid)
+        name, fresh, results, proc = running.pop(core)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0 or not fresh.is_file():
             failed.append(name)
         else:
             fresh.replace(results)
     if failed:
-        sys.exit(f"regenerate: {', '.join(failed)} failed; BENCHMARKS.md left as it was")
+        sys.exit(f"regenerate: {', '.join(failed)} failed; their tables were left as they were")
 
 
 def rewrite_tables() -> None:
@@ -73,9 +83,10 @@ def rewrite_tables() -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tables-only", action="store_true", help="do not measure; rewrite the tables from the JSON results")
+    p.add_argument("--only", nargs="+", choices=sorted(TABLES), default=None, help="measure only these tables")
     args = p.parse_args()
     if not args.tables_only:
-        measure()
+        measure(args.only or list(TABLES))
     rewrite_tables()
     print(f"regenerate: tables rewritten in {DOC}")
 
