@@ -20,7 +20,8 @@ import argparse
 from pathlib import Path
 
 from owled_ros.data.calibration import SOURCES, check_source
-from owled_ros.prune.config import CALIB_DTYPES, DEFAULT_ENCODER_SHARE, DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M, METHODS, RATIOS
+from owled_ros.prune.config import (CALIB_DTYPES, DEFAULT_ENCODER_SHARE, DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M, IMPORTANCES, METHODS,
+                                    RATIOS, STRUCTURES)
 
 
 def _source(value: str) -> str:
@@ -33,7 +34,12 @@ def _source(value: str) -> str:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="prune the model with OWL / Wanda / SparseGPT and save it")
     p.add_argument("--model", default="default", help="model directory, or 'default', or a plain HF causal LM directory")
-    p.add_argument("--method", choices=METHODS, default="wanda")
+    p.add_argument("--structure", choices=STRUCTURES, default="unstructured",
+                   help="unstructured: zeros in dense matrices; channels: remove MLP channels, KV groups and MBConv channels; "
+                        "layers: remove whole LM decoder layers (docs/structured-pruning.md)")
+    p.add_argument("--method", choices=METHODS, default="wanda", help="unstructured pruning method")
+    p.add_argument("--importance", choices=IMPORTANCES, default="activation",
+                   help="structured unit score: activation (gradient-free), taylor, taylor-conflict (scene vs action tasks)")
     p.add_argument("--ratios", choices=RATIOS, default=None, help="per-block sparsity: uniform, or OWL's outlier-weighted (default owl; uniform with --nm)")
     p.add_argument("--sparsity", type=float, default=None, help="target sparsity S in [0, 1) (default N/M with --nm)")
     p.add_argument("--encoder-sparsity", type=float, default=None, help=f"encoder target (default {DEFAULT_ENCODER_SHARE:g} * S; 0 for wiki or --nm)")
@@ -76,7 +82,8 @@ def _config(args: argparse.Namespace):
     llm = args.llm_sparsity if args.llm_sparsity is not None else target
     if llm is None:
         raise OwledError("give --sparsity (or --llm-sparsity, or --nm)")
-    default_encoder = 0.0 if nm or args.calib == "wiki" else DEFAULT_ENCODER_SHARE * (target if target is not None else llm)
+    no_encoder = nm or args.calib == "wiki" or args.structure == "layers"
+    default_encoder = 0.0 if no_encoder else DEFAULT_ENCODER_SHARE * (target if target is not None else llm)
     encoder = args.encoder_sparsity if args.encoder_sparsity is not None else default_encoder
     if args.calib == "wiki" and encoder > 0:
         raise OwledError("--calib wiki has no images to calibrate the encoder; use --encoder-sparsity 0 or an image source")
@@ -86,7 +93,8 @@ def _config(args: argparse.Namespace):
         raise OwledError(f"--seqlen must be at least 2, got {args.seqlen}")
     try:
         ratios = args.ratios or ("uniform" if nm else "owl")
-        return PruneConfig(args.method, ratios, encoder, llm, nm, args.owl_m, args.owl_lambda, resolve_calib_dtype(args.calib_dtype))
+        return PruneConfig(args.method, ratios, encoder, llm, nm, args.owl_m, args.owl_lambda, resolve_calib_dtype(args.calib_dtype),
+                           args.structure, args.importance)
     except ValueError as err:
         raise OwledError(str(err)) from None
 
@@ -99,7 +107,8 @@ def _calibration_record(calib) -> dict:
 def _print_summary(config, report: dict, out: Path) -> None:
     achieved = report["achieved_sparsity"]
     parts = ", ".join(f"{k} {v:.3f}" for k, v in achieved.items())
-    print(f"pruned {config.method}/{config.ratios} ({config.calib_dtype} calibration): {parts} "
+    what = config.method if config.structure == "unstructured" else f"{config.structure} {config.importance}"
+    print(f"pruned {what}/{report['ratios']} ({config.calib_dtype} calibration): {parts} "
           f"in {report['seconds']:.0f} s, peak {report['peak_rss_mb']:.0f} MB -> {out}")
 
 
@@ -114,7 +123,12 @@ def _run_plain_lm(args: argparse.Namespace, path: Path, config, out: Path) -> in
         raise OwledError(f"{path}: a plain causal LM has no image input; calibrate it with --calib wiki")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     calib = load_calibration(args.calib, args.calib_samples, tokenizer, args.seqlen)
-    report = prune_lm_dir(path, calib.windows, config, out, _calibration_record(calib))
+    if config.structure != "unstructured":
+        from owled_ros.prune.structured_save import prune_lm_dir_structured
+
+        report = prune_lm_dir_structured(path, calib.windows, config, out, _calibration_record(calib))
+    else:
+        report = prune_lm_dir(path, calib.windows, config, out, _calibration_record(calib))
     _print_summary(config, report, out)
     return 0
 
@@ -142,6 +156,12 @@ def run(args: argparse.Namespace) -> int:
     if vlm.meta.get("int8"):
         raise OwledError(f"{args.model}: is an int8 deploy model; prune the fp32 model, then run owled deploy")
     calib = load_calibration(args.calib, args.calib_samples, vlm.tokenizer, args.seqlen)
+    if config.structure != "unstructured":
+        from owled_ros.prune.structured_save import prune_vlm_to
+
+        report = prune_vlm_to(vlm, calib, config, out, _calibration_record(calib), start)
+        _print_summary(config, report, out)
+        return 0
     parts = prune_vlm(vlm, calib, config)
     blocks = [b for part in parts for b in part.blocks]
     report = build_report(config, parts, _calibration_record(calib), time.perf_counter() - start, count_zeros(blocks))

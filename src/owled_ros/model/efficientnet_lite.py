@@ -43,6 +43,7 @@ class BlockArgs:
     expand: int
     in_ch: int
     out_ch: int
+    mid: int | None = None  # expansion channels; None: in_ch * expand (fewer after channel pruning)
 
 
 # (repeats, kernel, stride, expand, out_channels) per stage of EfficientNet-Lite0.
@@ -57,12 +58,17 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
 )
 
 
-def lite0_block_args() -> list[BlockArgs]:
+def lite0_block_args(mid_channels: tuple[int, ...] | None = None) -> list[BlockArgs]:
+    """The 16 MBConv blocks; `mid_channels` (one per block) gives pruned expansion widths."""
     args, in_ch = [], 32
     for repeats, kernel, stride, expand, out_ch in LITE0_STAGES:
         for i in range(repeats):
             args.append(BlockArgs(kernel, stride if i == 0 else 1, expand, in_ch, out_ch))
             in_ch = out_ch
+    if mid_channels is not None:
+        if len(mid_channels) != len(args):
+            raise ValueError(f"mid_channels lists {len(mid_channels)} blocks, EfficientNet-Lite0 has {len(args)}")
+        args = [BlockArgs(a.kernel, a.stride, a.expand, a.in_ch, a.out_ch, mid) for a, mid in zip(args, mid_channels)]
     return args
 
 
@@ -81,7 +87,7 @@ class MBConvBlock(nn.Module):
 
     def __init__(self, a: BlockArgs) -> None:
         super().__init__()
-        mid = a.in_ch * a.expand
+        mid = a.mid or a.in_ch * a.expand
         self.has_expand = a.expand != 1
         if self.has_expand:
             self._expand_conv = SameConv2d(a.in_ch, mid, 1, bias=False)
@@ -114,9 +120,9 @@ class EfficientNetLite0(nn.Module):
 
     feature_dim = 1280
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, num_classes: int = 1000, mid_channels: tuple[int, ...] | None = None) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList([Stem(), *[MBConvBlock(a) for a in lite0_block_args()], Head()])
+        self.blocks = nn.ModuleList([Stem(), *[MBConvBlock(a) for a in lite0_block_args(mid_channels)], Head()])
         self.classifier = nn.Linear(self.feature_dim, num_classes) if num_classes else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

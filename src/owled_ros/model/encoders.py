@@ -29,6 +29,7 @@ class EncoderConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     hf_config: dict = field(default_factory=dict)  # CLIP/SigLIP vision config
+    mid_channels: tuple[int, ...] | None = None  # EfficientNet: expansion width per MBConv block after channel pruning
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,6 +40,7 @@ class EncoderConfig:
         d["image_size"] = tuple(d["image_size"])
         d["grid"] = tuple(d["grid"]) if d.get("grid") else None
         d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        d["mid_channels"] = tuple(d["mid_channels"]) if d.get("mid_channels") else None
         return cls(**d)
 
 
@@ -76,7 +78,7 @@ class EfficientNetEncoder(VisionEncoder):
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__(config)
-        self.backbone = EfficientNetLite0(num_classes=0)
+        self.backbone = EfficientNetLite0(num_classes=0, mid_channels=config.mid_channels)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.pool(self.backbone.features(pixels))

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from owled_ros.errors import OwledError
 from owled_ros.model.assets import cache_dir, smollm2_gguf
+from owled_ros.model.widths import WIDTHS_FIELD, apply_widths
 
 SUPPORTED_LM_TYPES = ("llama", "qwen2", "gemma", "gemma2")
 DEFAULT_LM_CACHE_NAME = "smollm2-135m-instruct-fp32"
@@ -42,12 +43,43 @@ def load_hf_lm(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_LM_TYPES:
         raise OwledError(f"{path / 'config.json'}: model_type {model_type!r} not supported (supported: {', '.join(SUPPORTED_LM_TYPES)})")
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.float32, trust_remote_code=False, use_safetensors=True, local_files_only=True
-    )
+    if WIDTHS_FIELD in config:
+        model = _load_with_widths(path)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32, trust_remote_code=False, use_safetensors=True, local_files_only=True
+        )
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
     model.eval()
     return model, tokenizer
+
+
+def _load_with_widths(path: Path) -> PreTrainedModel:
+    """A structurally pruned LM (model/widths.py): built uninitialised, shrunk per layer, then loaded."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+    from transformers.initialization import no_init_weights
+
+    config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    try:
+        apply_widths(model)
+    except ValueError as err:
+        raise OwledError(f"{path / 'config.json'}: {err}") from None
+    state: dict[str, torch.Tensor] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        state.update(load_file(str(file)))
+    expected = model.state_dict()
+    for name, tensor in state.items():
+        if name in expected and expected[name].shape != tensor.shape:
+            raise OwledError(f"{path}: weight {name!r} has shape {tuple(tensor.shape)}, config.json gives {tuple(expected[name].shape)}")
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    if unexpected or set(missing) - tied:
+        raise OwledError(f"{path}: weights do not match config.json (missing {sorted(set(missing) - tied)[:1]}, unexpected {sorted(unexpected)[:1]})")
+    return model
 
 
 def plain_lm_dir(spec: str) -> Path | None:

@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 RATIOS = ("uniform", "owl")
+STRUCTURES = ("unstructured", "channels", "layers")  # prune/structured.py for the last two
+IMPORTANCES = ("activation", "taylor", "taylor-conflict")  # prune/structured_importance.py
 CALIB_DTYPES = ("fp32", "bf16")  # what the calibration forwards compute in (prune/calibrate.py)
 
 # Swept on SmolLM2-135M, OWL-Wanda at 70 %, Wikipedia perplexity (BENCHMARKS.md, benchmarks/prune_owl_sweep.json):
@@ -36,12 +38,20 @@ class PruneConfig:
     owl_m: float = DEFAULT_OWL_M
     owl_lambda: float = DEFAULT_OWL_LAMBDA
     calib_dtype: str = "fp32"
+    structure: str = "unstructured"
+    importance: str = "activation"  # structured only; unstructured uses `method`
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.ratios not in RATIOS:
             raise ValueError(f"ratios must be one of {RATIOS}, got {self.ratios!r}")
+        if self.structure not in STRUCTURES:
+            raise ValueError(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
+        if self.importance not in IMPORTANCES:
+            raise ValueError(f"importance must be one of {IMPORTANCES}, got {self.importance!r}")
+        if self.structure != "unstructured" and self.nm is not None:
+            raise ValueError(f"--structure {self.structure} removes whole channels or layers; N:M sparsity is unstructured only")
         for name in ("encoder_sparsity", "llm_sparsity"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
