@@ -5,18 +5,21 @@ windows, docs/design.md perplexity protocol). One capture and one dense OWL pass
 once) are shared by every configuration; the LM is restored from a dense copy between
 runs. Results are appended to a JSON file as they finish, so an interrupted run resumes.
 
-    nice -n 10 python benchmarks/prune_ppl_table.py table --results benchmarks/prune_ppl.json
-    nice -n 10 python benchmarks/prune_ppl_table.py sweep --calib-windows 16 --results benchmarks/prune_owl_sweep.json
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/prune_ppl_table.py --results benchmarks/prune_ppl.json
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/prune_owl_sweep.py --results benchmarks/prune_owl_sweep.json
     python benchmarks/prune_ppl_table.py markdown --results benchmarks/prune_ppl.json
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+from owled_ros.machine import machine_info, machine_line
 
 from owled_ros.data.calibration import CalibrationSet
 from owled_ros.data.wiki import calibration_windows, eval_windows
@@ -54,7 +57,10 @@ class Bench:
         self.dense_d: dict[float, list[float]] | None = None
 
     def _save(self) -> None:
-        self.results_path.write_text(json.dumps(self.results, indent=1))
+        self.results["machine"] = machine_info(torch.get_num_threads(), " ".join(["python", *sys.argv]))
+        tmp = self.results_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.results, indent=1))
+        tmp.replace(self.results_path)
 
     def perplexity(self) -> float:
         return float(torch.exp(window_losses(self.lm, self.eval).double().mean()))
@@ -94,16 +100,26 @@ class Bench:
         print(f"{key}: {self.results[key]['perplexity']:.2f} ({seconds:.0f} s prune)", flush=True)
 
 
+def _runs(results: dict) -> dict:
+    """The pruned runs (not the dense reference, not the machine record)."""
+    return {k: r for k, r in results.items() if k not in ("dense", "machine")}
+
+
+def _machine(results: dict) -> list[str]:
+    return [machine_line(results["machine"]), ""] if "machine" in results else []
+
+
 def markdown(results: dict) -> str:
-    rows = sorted({(r["method"], r["ratios"]) for k, r in results.items() if k != "dense"}, key=lambda mr: TABLE_METHODS.index(mr) if mr in TABLE_METHODS else 99)
-    sparsities = sorted({r["sparsity"] for k, r in results.items() if k != "dense"})
-    lines = ["| method | " + " | ".join(f"{s:.0%}" for s in sparsities) + " |", "|---|" + "---|" * len(sparsities)]
+    runs = _runs(results)
+    rows = sorted({(r["method"], r["ratios"]) for r in runs.values()}, key=lambda mr: TABLE_METHODS.index(mr) if mr in TABLE_METHODS else 99)
+    sparsities = sorted({r["sparsity"] for r in runs.values()})
+    lines = _machine(results) + ["| method | " + " | ".join(f"{s:.0%}" for s in sparsities) + " |", "|---|" + "---|" * len(sparsities)]
     if "dense" in results:
         lines.append(f"| dense | {results['dense']['perplexity']:.2f} |" + " |" * (len(sparsities) - 1))
     for method, ratios in rows:
         cells = []
         for s in sparsities:
-            hits = [r for k, r in results.items() if k != "dense" and (r["method"], r["ratios"], r["sparsity"]) == (method, ratios, s)]
+            hits = [r for r in runs.values() if (r["method"], r["ratios"], r["sparsity"]) == (method, ratios, s)]
             cells.append(" / ".join(f"{r['perplexity']:.2f}" for r in hits) or "-")
         name = ("OWL-" if ratios == "owl" else "") + {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}[method]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -111,10 +127,11 @@ def markdown(results: dict) -> str:
 
 
 def sweep_markdown(results: dict) -> str:
-    runs = [r for k, r in results.items() if k != "dense" and r["ratios"] == "owl"]
+    runs = [r for r in _runs(results).values() if r["ratios"] == "owl"]
     ms = sorted({r["M"] for r in runs})
     lams = sorted({r["lambda"] for r in runs})
-    lines = ["| M \\ lambda | " + " | ".join(f"{lam:g}" for lam in lams) + " |", "|---|" + "---|" * len(lams)]
+    uniform = [r for r in _runs(results).values() if r["ratios"] == "uniform"]
+    lines = _machine(results) + ([f"Uniform {uniform[0]['method']}: {uniform[0]['perplexity']:.2f}.", ""] if uniform else []) + ["| M \\ lambda | " + " | ".join(f"{lam:g}" for lam in lams) + " |", "|---|" + "---|" * len(lams)]
     for m in ms:
         cells = [next((f"{r['perplexity']:.2f}" for r in runs if (r["M"], r["lambda"]) == (m, lam)), "-") for lam in lams]
         lines.append(f"| {m:g} | " + " | ".join(cells) + " |")
@@ -123,7 +140,7 @@ def sweep_markdown(results: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("table", "sweep", "markdown"))
+    p.add_argument("what", nargs="?", default="table", choices=("table", "sweep", "markdown"))
     p.add_argument("--results", type=Path, required=True)
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.7, 0.6, 0.5])
     p.add_argument("--calib-windows", type=int, default=64)
@@ -138,7 +155,7 @@ def main() -> None:
     if args.what == "markdown":
         results = json.loads(args.results.read_text())
         print(markdown(results))
-        if len({(r["M"], r["lambda"]) for k, r in results.items() if k != "dense" and r["ratios"] == "owl"}) > 1:
+        if len({(r["M"], r["lambda"]) for r in _runs(results).values() if r["ratios"] == "owl"}) > 1:
             print("\n" + sweep_markdown(results))
         return
     torch.manual_seed(0)

@@ -28,6 +28,8 @@ DOC = HERE / "BENCHMARKS.md"
 TABLES = {  # name -> (script, results json)
     "llmcompressor": (HERE / "llmcompressor_compare.py", HERE / "llmcompressor_compare.json"),
     "deploy": (HERE / "deploy_table.py", HERE / "deploy_table.json"),
+    "prune_ppl": (HERE / "prune_ppl_table.py", HERE / "prune_ppl.json"),
+    "prune_owl_sweep": (HERE / "prune_owl_sweep.py", HERE / "prune_owl_sweep.json"),
 }
 
 

@@ -40,8 +40,10 @@ def machine_info(threads: int | None = None, command: str | None = None) -> dict
 
 def machine_line(info: dict) -> str:
     """One Markdown line naming the machine a table was measured on."""
-    feats = ", ".join(info.get("cpu_features", [])) or "none of AVX2/AVX-512/AMX"
-    line = f"Measured {info.get('date', '?')} on {info.get('cpu', '?')} ({feats}), {info.get('threads', '?')} thread(s)"
+    cpu = info.get("cpu", "?")
+    if "cpu_features" in info:  # absent where a result predates recording them
+        cpu += f" ({', '.join(info['cpu_features']) or 'none of AVX2/AVX-512/AMX'})"
+    line = f"Measured {info.get('date', '?')} on {cpu}, {info.get('threads', '?')} thread(s)"
     if info.get("command"):
         line += f"; command: `{info['command']}`"
     return line + "."
