@@ -50,6 +50,8 @@ class PruneConfig:
             raise ValueError(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
         if self.importance not in IMPORTANCES:
             raise ValueError(f"importance must be one of {IMPORTANCES}, got {self.importance!r}")
+        if self.structure != "channels" and self.importance != "activation":
+            raise ValueError(f"--importance scores channels (--structure channels); {self.structure} pruning does not use it")
         if self.structure != "unstructured" and self.nm is not None:
             raise ValueError(f"--structure {self.structure} removes whole channels or layers; N:M sparsity is unstructured only")
         for name in ("encoder_sparsity", "llm_sparsity"):

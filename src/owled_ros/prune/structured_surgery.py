@@ -75,7 +75,7 @@ def _bn(bn: nn.BatchNorm2d, keep: torch.Tensor) -> nn.BatchNorm2d:
     out = nn.BatchNorm2d(len(keep), eps=bn.eps, momentum=bn.momentum, device=bn.weight.device, dtype=bn.weight.dtype)
     out.weight.data, out.bias.data = _select(bn.weight, 0, keep), _select(bn.bias, 0, keep)
     out.running_mean.data, out.running_var.data = _select(bn.running_mean, 0, keep), _select(bn.running_var, 0, keep)
-    return out
+    return out.train(bn.training)  # a new BatchNorm starts in training mode: it would use batch statistics
 
 
 def _conv(conv: nn.Conv2d, weight: torch.Tensor, groups: int) -> SameConv2d:
