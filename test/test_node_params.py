@@ -19,6 +19,9 @@ BAD_VALUES = [
     ("max_new_tokens:=many", "parameter max_new_tokens: expected int, got str 'many'"),
     ("model:=/no/such/model", "parameter model='/no/such/model' must be 'default' or an existing model directory"),
     ("state_topic:=two words", "parameter state_topic='two words' is not a valid topic name"),
+    ("camera_topic:=bad//topic", "parameter camera_topic='bad//topic' is not a valid topic name (Invalid topic name: topic name must not contain repeated '/'"),
+    ("state_wait_s:=-0.1", "parameter state_wait_s=-0.1 must be a finite number >= 0"),
+    ("max_speed_mps:=0.0", "parameter max_speed_mps=0.0 must be a finite number > 0"),
     ("max_rate:=5.0", "unknown parameter(s) max_rate"),
 ]
 

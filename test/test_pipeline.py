@@ -10,17 +10,9 @@ import pytest
 
 from owled_ros.model.checkpoint import load_vlm
 from owled_ros.model.vlm import Generation
+from owled_ros.runtime.answer import action_confidence, parse_answer
 from owled_ros.runtime.mailbox import LatestMailbox
-from owled_ros.runtime.pairing import StampedState, StampGuard, pair_state
-from owled_ros.runtime.pipeline import (
-    DrivingPipeline,
-    PipelineConfig,
-    action_confidence,
-    load_pipeline,
-    model_id,
-    parse_answer,
-    rule_target_speed,
-)
+from owled_ros.runtime.pipeline import DrivingPipeline, PipelineConfig, load_pipeline, model_id, rule_target_speed
 from owled_ros.runtime.stats import FrameStats
 from owled_ros.schema import VehicleState
 from owled_ros.vocab import Action, LightState
@@ -147,26 +139,6 @@ def test_mailbox_wakes_a_waiting_taker() -> None:
     start = time.monotonic()
     assert box.take(timeout=5.0) == "frame"
     assert time.monotonic() - start < 2.0
-
-
-def test_pairing_uses_stamps_or_receive_times() -> None:
-    state = VehicleState(speed_mps=3.0)
-    assert pair_state(None, 5, 5, 0.5).state is None
-    stamped = StampedState(state, stamp_ns=10_000_000_000, received_ns=0)
-    assert pair_state(stamped, 10_400_000_000, 99_000_000_000, 0.5).fresh  # stamps 0.4 s apart
-    old = pair_state(stamped, 11_000_000_000, 0, 0.5)
-    assert not old.fresh and old.age_s == pytest.approx(1.0)
-    unstamped = StampedState(state, stamp_ns=0, received_ns=1_000_000_000)
-    assert pair_state(unstamped, 10_400_000_000, 1_200_000_000, 0.5).fresh  # receive times 0.2 s apart
-    assert not pair_state(unstamped, 0, 2_000_000_000, 0.5).fresh
-
-
-def test_stamp_guard_rejects_backwards_once() -> None:
-    guard = StampGuard()
-    assert guard.accept(10) and guard.accept(10) and guard.accept(20)
-    assert not guard.accept(15)  # backwards
-    assert guard.accept(16)  # a clock reset costs one message
-    assert guard.accept(0)  # unstamped: not checked
 
 
 def test_stats_percentiles_and_counts() -> None:

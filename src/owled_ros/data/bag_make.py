@@ -8,10 +8,10 @@ bag tools pass to the node explicitly; CARLA_TOPICS match carla-ros-bridge, role
 - camera: sensor_msgs/msg/Image rgb8 (bgra8 with carla), or with compressed a
   sensor_msgs/msg/CompressedImage JPEG on `<camera>/compressed` (the image_transport name);
 - camera_info: sensor_msgs/msg/CameraInfo, pinhole, no distortion, one per frame;
-- odometry: nav_msgs/msg/Odometry, stamped and logged half a period (at most ODOM_LEAD_MAX_S)
-  before its frame, so a player delivers it first and the node pairs it with that frame
-  (the node pairs a frame with the latest state received): scene bags carry the
-  scene's ego speed and yaw rate, dashcam bags a synthetic highway speed profile;
+- odometry: nav_msgs/msg/Odometry, stamped like its frame (one simulator tick) and logged half
+  a period (at most ODOM_LEAD_MAX_S) before it, so a player delivers it first; the node pairs
+  each frame with the state nearest its stamp: scene bags carry the scene's ego speed and
+  yaw rate, dashcam bags a synthetic highway speed profile;
 - GROUND_TRUTH_TOPIC (scene bags only): std_msgs/msg/String, one JSON object per frame,
   logged with it: {"stamp_ns", "scene", "description", "action", "target_speed_mps",
   "reason", "objects": [{"object_class", "position", "distance_m"}], "traffic_light",
@@ -292,9 +292,8 @@ def bag_records(spec: BagSpec) -> Iterator[Record]:
     pose = _Pose()
     for i, frame in enumerate(frames):
         stamp = START_NS + i * period_ns
-        odom_stamp = stamp - lead_ns
         yield _odometry_record(
-            topics.odometry, odom_stamp, _header(odom_stamp, topics.odom_frame), topics.base_frame, pose, frame.speed_mps, frame.yaw_rate_rps
+            topics.odometry, stamp - lead_ns, _header(stamp, topics.odom_frame), topics.base_frame, pose, frame.speed_mps, frame.yaw_rate_rps
         )
         pose.step(frame.speed_mps, frame.yaw_rate_rps, 1 / spec.hz)
         header = _header(stamp, topics.camera_frame)

@@ -3,16 +3,16 @@
 Online (default), three processes, as one would run them by hand: owled_node on the model
 (use_sim_time), `owled bag record` on the camera and the node's outputs, and `owled bag play`
 with /clock once the node and the recorder are up. The recorded bag is then scored.
-Offline: the same DrivingPipeline in this process, frame by frame, on frames decoded by the
-node's own conversion code, paired with the vehicle state and stamp-checked as the node does:
-what the node publishes when it has time for every frame. Decoding is greedy in both, so a
+Offline: the same DrivingPipeline in this process, frame by frame, behind the node's own input
+gate (runtime/gate.py: checks, decoding, stream references, nearest-stamp state pairing), with
+the bag's log time as the clock: what the node publishes when it has time for every frame. Decoding is greedy in both, so a
 frame both modes processed gets the same action and the same text.
 
 Outputs carry their camera frame's header; they are matched to frames and ground truth by
 stamp. latency_ms: online, end to end (recorder log time of the later output minus that of
 its camera frame: one process, one clock; the recorder may log the frame after the node got it,
-so on a loaded machine this can come out below the model latency); offline, decode + pipeline
-wall time.
+so on a loaded machine this can come out below the model latency); offline, the pipeline's
+wall time on the worker thread (decoding is the gate's, before it).
 model_latency_ms: the pipeline's own (the messages' model_latency_ms). frames_dropped =
 frames_in - frames_published: frames the busy node replaced in its single-slot mailbox and
 frames it rejected, such as out-of-order stamps, which are also counted on their own.
@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -37,6 +38,7 @@ import numpy as np
 from owled_ros.data.bag_read import DriveBag, read_messages, stamp_ns, to_plain
 from owled_ros.errors import OwledError
 from owled_ros.fsutil import write_text_atomic
+from owled_ros.runtime.gate import GateConfig, InputGate, replay
 
 if TYPE_CHECKING:
     from owled_ros.runtime.pipeline import DrivingPipeline
@@ -50,7 +52,10 @@ LOG_TAIL_LINES = 15
 class EvalConfig:
     model: str = "default"
     max_new_tokens: int = 64
-    max_state_age_s: float = 0.5
+    max_state_age_s: float = GateConfig.max_state_age_s
+    state_wait_s: float = GateConfig.state_wait_s
+    max_future_stamp_s: float = GateConfig.max_future_stamp_s
+    max_speed_mps: float = GateConfig.max_speed_mps
     max_rate_hz: float = 10.0
     """The node's max_rate_hz (online only)."""
     hz: float | None = None
@@ -79,6 +84,16 @@ class RunResult:
     outputs: tuple[FrameOutput, ...]
     model_id: str
     wall_s: float
+    rejected: dict[str, int] | None = None
+    """Inputs the gate rejected, by reason (offline; online the node counts them on /diagnostics)."""
+
+
+def gate_config(drive: DriveBag, config: EvalConfig) -> GateConfig:
+    """The input gate the node runs for this bag, with the node's defaults for the rest."""
+    return GateConfig(
+        camera_type=drive.camera_type, state_type=drive.state_type, max_state_age_s=config.max_state_age_s,
+        state_wait_s=config.state_wait_s, max_future_stamp_s=config.max_future_stamp_s, max_speed_mps=config.max_speed_mps,
+    )
 
 
 OnOutput = Callable[[FrameOutput], None]
@@ -190,6 +205,8 @@ def _node_args(drive: DriveBag, config: EvalConfig) -> list[str]:
     params = {
         "model": config.model, "camera_topic": drive.camera_topic, "camera_type": drive.camera_type,
         "max_new_tokens": config.max_new_tokens, "max_state_age_s": float(config.max_state_age_s),
+        "state_wait_s": float(config.state_wait_s), "max_future_stamp_s": float(config.max_future_stamp_s),
+        "max_speed_mps": float(config.max_speed_mps),
         "max_rate_hz": float(config.max_rate_hz), "scene_topic": config.scene_topic, "action_topic": config.action_topic,
         "use_sim_time": "true",
     }
@@ -272,7 +289,7 @@ def run_online(drive: DriveBag, config: EvalConfig, work: Path, on_output: OnOut
 def run_offline(
     drive: DriveBag, config: EvalConfig, on_output: OnOutput | None = None, pipeline: DrivingPipeline | None = None
 ) -> RunResult:
-    """Every frame the node would accept, through the node's decoders, pairing and stamp guard.
+    """Every frame the node would accept, through the node's input gate (runtime.gate.replay).
 
     pipeline: one already loaded for config.model (a fleet worker loads its model once for many
     bags); None loads it here.
@@ -283,46 +300,27 @@ def run_offline(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    # The node's own decoders: they read rosbags messages as they read rclpy ones.
-    from owled_ros.runtime.decode import CAMERA_DECODERS, STATE_DECODERS, ImageLimits, InputError
-    from owled_ros.runtime.decode import stamp_ns as checked_stamp_ns
-    from owled_ros.runtime.pairing import StampedState, StampGuard, pair_state
     from owled_ros.runtime.pipeline import PipelineConfig, load_pipeline
 
     started = time.monotonic()
     if pipeline is None:
         pipeline = load_pipeline(config.model, PipelineConfig(config.max_new_tokens))
-    camera, limits = CAMERA_DECODERS[drive.camera_type], ImageLimits()
-    state_type = STATE_DECODERS[drive.state_type] if drive.state_type else None
-    frame_guard, state_guard = StampGuard(), StampGuard()
-    latest: StampedState | None = None
+    gate = InputGate(gate_config(drive, config))
+    rejected: Counter = Counter()
+    messages = ((m.topic == drive.camera_topic, m.log_ns, m.msg) for m in drive.stream())
     outputs = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="owled_inference") as worker:
-        for m in drive.stream():
+        for frame, pairing in replay(messages, gate, rejected):
             t0 = time.perf_counter()
-            try:
-                if m.topic != drive.camera_topic:
-                    stamp = checked_stamp_ns(m.msg.header) if state_type.stamped else 0
-                    state = state_type.to_state(m.msg)
-                    if state_guard.accept(stamp):
-                        latest = StampedState(state, stamp, m.log_ns)
-                    continue
-                stamp = checked_stamp_ns(m.msg.header)
-                if not frame_guard.accept(stamp):
-                    continue
-                rgb = camera.to_rgb(m.msg, limits)
-            except InputError:
-                continue  # the node rejects it too
-            pairing = pair_state(latest, stamp, m.log_ns, config.max_state_age_s)
-            result = worker.submit(pipeline.run, rgb, pairing.state, pairing.fresh).result()
+            result = worker.submit(pipeline.run, frame.rgb, pairing.state, pairing.fresh).result()
             speed = pairing.state.speed_mps if pairing.fresh else None
             out = FrameOutput(
-                stamp, result.action.action.name.lower(), result.scene.text, speed, result.latency_ms, (time.perf_counter() - t0) * 1e3
+                frame.stamp_ns, result.action.action.name.lower(), result.scene.text, speed, result.latency_ms, (time.perf_counter() - t0) * 1e3
             )
             outputs.append(out)
             if on_output is not None:
                 on_output(out)
-    return RunResult(tuple(outputs), pipeline.model_id, time.monotonic() - started)
+    return RunResult(tuple(outputs), pipeline.model_id, time.monotonic() - started, dict(rejected))
 
 
 # ---- scoring --------------------------------------------------------------------------------
@@ -378,6 +376,7 @@ def score(drive: DriveBag, run: RunResult, mode: str, config: EvalConfig) -> dic
         "rouge_l": rouge_l(refs, hyps) if refs else None,
         "latency_p50_ms": latency[0], "latency_p95_ms": latency[1],
         "model_latency_p50_ms": model_latency[0], "model_latency_p95_ms": model_latency[1],
+        "inputs_rejected": run.rejected,
         "max_new_tokens": config.max_new_tokens, "wall_s": run.wall_s,
         "bag_info": drive.info,
         "frames": frames,

@@ -5,10 +5,13 @@ activate subscribes to the camera and the vehicle state; deactivate unsubscribes
 cleanup and shutdown release the model. With `autostart` (the default) the node
 configures and activates itself, so a plain launch needs no lifecycle manager.
 
-Threads: the executor thread only checks incoming messages and posts frames into a
-single-slot mailbox (newest frame wins, older waiting frames are dropped and counted);
-one worker thread loads the model (all torch work stays in it), decodes, runs the model at
-most max_rate_hz times a second and publishes. However fast the camera, no backlog forms.
+Threads: the executor thread passes incoming messages through the input gate
+(runtime/gate.py: checks, decoding, the stream's stamp and shape, the state buffer) and posts
+accepted frames into a single-slot mailbox (newest frame wins, older waiting frames are
+dropped and counted), so a rejected message never takes a valid frame's place; one worker
+thread loads the model (all torch work stays in it), pairs each frame with the state nearest
+its stamp, runs the model at most max_rate_hz times a second and publishes. However fast the
+camera, no backlog forms.
 """
 from __future__ import annotations
 
@@ -28,10 +31,11 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from owled_ros.ros.conversions import CAMERA_MSG_TYPES, STATE_MSG_TYPES, action_message, key_values, scene_message
-from owled_ros.ros.params import NodeParams, ParamError, declare_parameters
-from owled_ros.runtime.decode import CAMERA_DECODERS, STATE_DECODERS, ImageLimits, InputError, stamp_ns
+from owled_ros.ros.params import NodeParams, ParamError, declare_parameters, gate_config
+from owled_ros.runtime.decode import InputError
+from owled_ros.runtime.gate import STATE_PREFIX, GateConfig, GatedFrame, InputGate
 from owled_ros.runtime.mailbox import LatestMailbox
-from owled_ros.runtime.pairing import Pairing, StampedState, StampGuard, pair_state
+from owled_ros.runtime.pairing import Pairing
 from owled_ros.runtime.stats import FrameStats
 
 if TYPE_CHECKING:
@@ -45,24 +49,18 @@ OUTPUT_DEPTH = 10
 
 @dataclass(frozen=True)
 class PendingFrame:
-    msg: Image | CompressedImage
+    frame: GatedFrame
     received: float  # perf_counter when the callback started
-    pairing: Pairing
-    callback_s: float  # node time spent in the callback
+    callback_s: float  # node time spent in the callback (checks and decoding)
 
 
 class OwledNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__(NODE_NAME)
         self.params: NodeParams = declare_parameters(self)  # ParamError before anything else starts
-        self._camera = CAMERA_DECODERS[self.params.camera_type]
-        self._state_type = STATE_DECODERS[self.params.state_type]
-        self._limits = ImageLimits(self.params.max_image_side)
+        self._gate = InputGate(gate_config(self.params))
         self._stats = FrameStats()
         self._mailbox: LatestMailbox[PendingFrame] = LatestMailbox()
-        self._frame_guard, self._state_guard = StampGuard(), StampGuard()
-        self._state_lock = threading.Lock()
-        self._latest_state: StampedState | None = None
         self._last_pairing: Pairing | None = None
         self._last_frame_at = time.monotonic()
         self._reported_rejects = 0
@@ -108,11 +106,17 @@ class OwledNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._mailbox.clear()
+        self._gate.reset()
         self._last_frame_at = time.monotonic()
-        self._subscriptions_io = [
-            self.create_subscription(CAMERA_MSG_TYPES[self.params.camera_type], self.params.camera_topic, self._on_camera, qos_profile_sensor_data),
-            self.create_subscription(STATE_MSG_TYPES[self.params.state_type], self.params.state_topic, self._on_state, qos_profile_sensor_data),
-        ]
+        try:
+            self._subscriptions_io = [
+                self.create_subscription(CAMERA_MSG_TYPES[self.params.camera_type], self.params.camera_topic, self._on_camera, qos_profile_sensor_data),
+                self.create_subscription(STATE_MSG_TYPES[self.params.state_type], self.params.state_topic, self._on_state, qos_profile_sensor_data),
+            ]
+        except Exception as err:  # rclpy reports nothing itself: say why activation failed
+            self._stop_input()
+            self.get_logger().error(f"cannot subscribe to the inputs: {err}")
+            return TransitionCallbackReturn.FAILURE
         self._active.set()
         camera, state_sub = self._subscriptions_io  # topic_name: after remapping
         self.get_logger().info(
@@ -170,41 +174,27 @@ class OwledNode(LifecycleNode):
         self._stats.add("received")
         self._last_frame_at = time.monotonic()
         try:
-            stamp = stamp_ns(msg.header)
-            if not self._frame_guard.accept(stamp):
-                raise InputError("stamp_backwards", f"frame stamp {stamp} ns is older than the previous frame's")
-            self._camera.check(msg, self._limits)
+            frame = self._gate.frame(msg, time.monotonic_ns(), self.get_clock().now().nanoseconds)
         except InputError as err:
-            self._reject_frame(err)
+            self._reject(err)
             return
-        with self._state_lock:
-            latest = self._latest_state
-        pairing = pair_state(latest, stamp, time.monotonic_ns(), self.params.max_state_age_s)
-        if self._mailbox.put(PendingFrame(msg, received, pairing, time.perf_counter() - received)):
+        if self._mailbox.put(PendingFrame(frame, received, time.perf_counter() - received)):
             self._stats.add("dropped")
 
     def _on_state(self, msg: object) -> None:
         try:
-            stamp = stamp_ns(msg.header) if self._state_type.stamped else 0
-            state = self._state_type.to_state(msg)
-            if not self._state_guard.accept(stamp):
-                raise InputError("stamp_backwards", f"state stamp {stamp} ns is older than the previous state's")
+            self._gate.state(msg, time.monotonic_ns(), self.get_clock().now().nanoseconds)
         except InputError as err:
-            self._stats.reject(f"state_{err.reason}")
-            self.get_logger().warning(
-                f"vehicle state rejected ({err.reason}): {err}; {self._stats.snapshot().rejected_total} inputs rejected so far",
-                throttle_duration_sec=WARN_THROTTLE_S,
-            )
-            return
-        with self._state_lock:
-            self._latest_state = StampedState(state, stamp, time.monotonic_ns())
+            self._reject(err)
 
-    def _reject_frame(self, err: InputError) -> None:
+    def _reject(self, err: InputError) -> None:
+        """Count it; warn at most every WARN_THROTTLE_S, frames and states apart (a throttle is per call site)."""
         self._stats.reject(err.reason)
-        self.get_logger().warning(
-            f"camera frame rejected ({err.reason}): {err}; {self._stats.snapshot().rejected_total} inputs rejected so far",
-            throttle_duration_sec=WARN_THROTTLE_S,
-        )
+        so_far = f"{err}; {self._stats.snapshot().rejected_total} inputs rejected so far"
+        if err.reason.startswith(STATE_PREFIX):
+            self.get_logger().warning(f"vehicle state rejected ({err.reason}): {so_far}", throttle_duration_sec=WARN_THROTTLE_S)
+        else:
+            self.get_logger().warning(f"camera frame rejected ({err.reason}): {so_far}", throttle_duration_sec=WARN_THROTTLE_S)
 
     # ---- inference (worker thread) --------------------------------------------------------------
     def _work(self, load: Callable[[], DrivingPipeline], loaded: Future) -> None:
@@ -229,30 +219,27 @@ class OwledNode(LifecycleNode):
             next_start = time.perf_counter() + period
             try:
                 self._process(frame)
-            except InputError as err:
-                self._reject_frame(err)
             except Exception as err:  # a model or publish failure must not kill the node
                 if self._stop.is_set():
                     break
                 self._stats.add("errors")
                 self.get_logger().error(f"frame failed: {err!r}", throttle_duration_sec=WARN_THROTTLE_S)
 
-    def _process(self, frame: PendingFrame) -> None:
+    def _process(self, pending: PendingFrame) -> None:
         start = time.perf_counter()
-        rgb = self._camera.to_rgb(frame.msg, self._limits)
-        decoded = time.perf_counter()
-        pairing = frame.pairing
-        result = self._pipeline.run(rgb, pairing.state, pairing.fresh)
+        pairing = self._gate.wait_and_pair(pending.frame)  # waits at most state_wait_s for a later state
+        paired = time.perf_counter()
+        result = self._pipeline.run(pending.frame.rgb, pairing.state, pairing.fresh)
         returned = time.perf_counter()
         if not self._active.is_set():
             return  # deactivated during inference: the result is dropped
-        header = frame.msg.header
+        header = pending.frame.header
         self._scene_pub.publish(scene_message(header, result, pairing.state, self._pipeline.model_id))
         self._action_pub.publish(action_message(header, result))
         published = time.perf_counter()
-        overhead_ms = (frame.callback_s + (decoded - start) + (published - returned)) * 1e3
+        overhead_ms = (pending.callback_s + (paired - start) + (published - returned)) * 1e3
         self._last_pairing = pairing
-        self._stats.frame_done(result.latency_ms, overhead_ms, (published - frame.received) * 1e3, result.state_fresh)
+        self._stats.frame_done(result.latency_ms, overhead_ms, (published - pending.received) * 1e3, result.state_fresh)
 
     # ---- diagnostics ----------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -281,8 +268,9 @@ class OwledNode(LifecycleNode):
             "frames_received": snap.received,
             "frames_processed": snap.processed,
             "frames_dropped": snap.dropped,
-            "frames_rejected": sum(n for r, n in snap.rejected.items() if not r.startswith("state_")),
-            "states_rejected": sum(n for r, n in snap.rejected.items() if r.startswith("state_")),
+            "frames_rejected": sum(n for r, n in snap.rejected.items() if not r.startswith(STATE_PREFIX)),
+            "states_rejected": sum(n for r, n in snap.rejected.items() if r.startswith(STATE_PREFIX)),
+            "clock_resets": self._gate.clock_resets,
             "errors": snap.errors,
             "camera_timeouts": snap.camera_timeouts,
             **{f"rejected.{reason}": n for reason, n in sorted(snap.rejected.items())},

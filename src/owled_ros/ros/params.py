@@ -13,10 +13,12 @@ from typing import Callable
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import InvalidTopicNameException
+from rclpy.expand_topic_name import expand_topic_name
 from rclpy.node import Node
-from rclpy.validate_topic_name import validate_topic_name
+from rclpy.validate_full_topic_name import validate_full_topic_name
 
 from owled_ros.deploy import PRECISIONS
+from owled_ros.runtime.gate import GateConfig
 
 CAMERA_TYPE_NAMES = ("image", "compressed")
 STATE_TYPE_NAMES = ("odometry", "twist", "speed")
@@ -38,6 +40,9 @@ class NodeParams:
     state_topic: str
     state_type: str
     max_state_age_s: float
+    state_wait_s: float
+    max_future_stamp_s: float
+    max_speed_mps: float
     max_rate_hz: float
     max_new_tokens: int
     prompt: str
@@ -55,10 +60,11 @@ def _model(value: str) -> str | None:
 
 
 def _topic(value: str) -> str | None:
+    """Checked as rcl expands it (a stand-in node name for ~), so `bad//topic` fails here and not at activation."""
     try:
-        validate_topic_name(value)
-    except InvalidTopicNameException as err:
-        return f"is not a valid topic name ({str(err).splitlines()[0]})"
+        validate_full_topic_name(expand_topic_name(value, "node", "/"))
+    except (InvalidTopicNameException, ValueError) as err:
+        return f"is not a valid topic name ({str(err).splitlines()[0].split(', at /')[0]})"
     return None
 
 
@@ -68,6 +74,10 @@ def _one_of(*allowed: str) -> Callable[[str], str | None]:
 
 def _positive(value: float) -> str | None:
     return None if math.isfinite(value) and value > 0 else "must be a finite number > 0"
+
+
+def _not_negative(value: float) -> str | None:
+    return None if math.isfinite(value) and value >= 0 else "must be a finite number >= 0"
 
 
 def _in_range(low: int, high: int) -> Callable[[int], str | None]:
@@ -95,6 +105,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("state_topic", "/odom", "vehicle state input topic", _topic),
     ParamSpec("state_type", "odometry", "odometry (nav_msgs/Odometry), twist (geometry_msgs/TwistStamped) or speed (std_msgs/Float32)", _one_of(*STATE_TYPE_NAMES)),
     ParamSpec("max_state_age_s", 0.5, "a state further than this from the frame's time is stale", _positive),
+    ParamSpec("state_wait_s", 0.05, "longest wait for a vehicle state stamped at or after the frame before pairing it with the nearest one", _not_negative),
+    ParamSpec("max_future_stamp_s", 1.0, "a frame or state stamped further than this ahead of the node's clock is rejected (stamp_future)", _positive),
+    ParamSpec("max_speed_mps", 100.0, "a vehicle state faster than this is rejected (state_implausible_speed)", _positive),
     ParamSpec("max_rate_hz", 10.0, "upper bound on inferences per second", _positive),
     ParamSpec("max_new_tokens", 64, f"longest answer in tokens (1..{MAX_NEW_TOKENS_LIMIT})", _in_range(1, MAX_NEW_TOKENS_LIMIT)),
     ParamSpec("prompt", "", "question asked per frame; empty: the model's standard frame question"),
@@ -141,3 +154,12 @@ def declare_parameters(node: Node) -> NodeParams:
             raise ParamError(f"parameter {spec.name}={value!r} {problem}")
         values[spec.name] = value
     return NodeParams(**values)
+
+
+def gate_config(params: NodeParams) -> GateConfig:
+    """The input gate's settings from the node's parameters (a stream lock lasts camera_timeout_s)."""
+    return GateConfig(
+        camera_type=params.camera_type, state_type=params.state_type, max_image_side=params.max_image_side,
+        max_state_age_s=params.max_state_age_s, state_wait_s=params.state_wait_s, max_future_stamp_s=params.max_future_stamp_s,
+        max_speed_mps=params.max_speed_mps, stream_timeout_s=params.camera_timeout_s,
+    )

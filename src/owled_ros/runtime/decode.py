@@ -4,7 +4,12 @@ because a camera driver or a bag can send anything.
 No ROS import: the functions read fields by name, so rclpy messages (the node) and
 rosbags messages (offline bag evaluation, bag calibration) go through the same code.
 Each problem raises InputError with a short `reason` (the key the node counts in
-/diagnostics) and a one-line detail for the log.
+/diagnostics) and a one-line detail for the log. The check functions return the frame's
+FrameShape, which the input gate (runtime/gate.py) compares with the accepted stream.
+
+JPEG goes through simplejpeg (libjpeg-turbo) rather than OpenCV: its header read gives the
+size before any pixel is decoded, and its strict mode turns libjpeg's "Corrupt JPEG data"
+warnings into errors, where cv2.imdecode returns the half-grey picture of a truncated file.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+import simplejpeg
 
 from owled_ros.schema import VehicleState
 
@@ -23,14 +29,25 @@ CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 _TO_RGB = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB, "mono8": cv2.COLOR_GRAY2RGB}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-_JPEG_SOS = 0xDA
+_JPEG_COLORSPACES = ("YCbCr", "Gray", "RGB")  # what libjpeg converts to RGB (not CMYK/YCCK)
 
 
 class InputError(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class FrameShape:
+    """What a camera stream keeps from frame to frame: a frame that differs is not of the stream."""
+
+    width: int
+    height: int
+    encoding: str  # rgb8, bgra8, ... for Image; jpeg or png for CompressedImage
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height} {self.encoding}"
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,8 @@ def stamp_ns(header: Any) -> int:
     stamp = header.stamp
     if not 0 <= stamp.nanosec < 1_000_000_000:
         raise InputError("bad_stamp", f"header.stamp.nanosec {stamp.nanosec} is out of [0, 1e9)")
+    if stamp.sec < 0:
+        raise InputError("bad_stamp", f"header.stamp.sec {stamp.sec} is negative")
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
@@ -63,7 +82,8 @@ def _check_payload(n: int, limits: ImageLimits) -> None:
 
 
 # ---- sensor_msgs/Image ---------------------------------------------------------------------
-def check_image(msg: Any, limits: ImageLimits) -> None:
+def check_image(msg: Any, limits: ImageLimits) -> FrameShape:
+    """sensor_msgs/Image says data holds exactly step x height bytes: shorter or longer is rejected."""
     channels = CHANNELS.get(msg.encoding)
     if channels is None:
         raise InputError("unknown_encoding", f"encoding {msg.encoding[:32]!r} not one of {', '.join(CHANNELS)}")
@@ -71,8 +91,10 @@ def check_image(msg: Any, limits: ImageLimits) -> None:
     _check_payload(len(msg.data), limits)
     if not msg.width * channels <= msg.step <= limits.max_bytes // msg.height:
         raise InputError("bad_step", f"step {msg.step} for {msg.width} px of {msg.encoding}")
-    if len(msg.data) < msg.step * msg.height:
-        raise InputError("short_data", f"{len(msg.data)} bytes of data, step x height needs {msg.step * msg.height}")
+    if len(msg.data) != msg.step * msg.height:
+        reason = "short_data" if len(msg.data) < msg.step * msg.height else "long_data"
+        raise InputError(reason, f"{len(msg.data)} bytes of data, step x height is {msg.step * msg.height}")
+    return FrameShape(msg.width, msg.height, msg.encoding)
 
 
 def image_to_rgb(msg: Any, limits: ImageLimits) -> np.ndarray:
@@ -96,56 +118,57 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
-    """Width and height from the SOF segment, read before any decoding (no decompression bombs)."""
-    i, size = 2, None
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            raise InputError("corrupt_image", f"JPEG marker expected at byte {i}")
-        marker = data[i + 1]
-        if marker == 0xFF:
-            i += 1
-            continue
-        length = struct.unpack(">H", data[i + 2 : i + 4])[0]
-        if marker in _JPEG_SOF and i + 9 <= len(data):
-            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-            size = (width, height)
-        if marker == _JPEG_SOS:
-            break
-        i += 2 + length
-    if size is None:
-        raise InputError("corrupt_image", "JPEG without a frame header (SOF) before the scan")
-    if data.rfind(_JPEG_EOI) <= i:
+    """Width and height from the frame header, read before any decoding (no decompression bombs)."""
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as err:
+        raise InputError("corrupt_image", f"unreadable JPEG header ({err})") from None
+    if colorspace not in _JPEG_COLORSPACES:
+        raise InputError("unknown_encoding", f"{colorspace} JPEG (only {', '.join(_JPEG_COLORSPACES)} convert to RGB)")
+    if data.rfind(_JPEG_EOI) < 0:
         raise InputError("corrupt_image", "truncated JPEG (no end-of-image marker)")
-    return size
+    return width, height
 
 
-def check_compressed(msg: Any, limits: ImageLimits) -> None:
+def check_compressed(msg: Any, limits: ImageLimits) -> FrameShape:
     fmt = msg.format.lower()
     if not any(name in fmt for name in ("jpeg", "jpg", "png")):
         raise InputError("unknown_encoding", f"compressed format {msg.format[:32]!r} is not jpeg or png")
     _check_payload(len(msg.data), limits)
     data = bytes(msg.data)
     if data.startswith(_PNG_SIGNATURE):
-        width, height = _png_size(data)
+        (width, height), kind = _png_size(data), "png"
     elif data.startswith(_JPEG_SOI):
-        width, height = _jpeg_size(data)
+        (width, height), kind = _jpeg_size(data), "jpeg"
     else:
         raise InputError("corrupt_image", "data is neither JPEG nor PNG")
     _check_size(width, height, limits)
+    return FrameShape(width, height, kind)
 
 
 def compressed_to_rgb(msg: Any, limits: ImageLimits) -> np.ndarray:
-    check_compressed(msg, limits)
-    bgr = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError("corrupt_image", f"{msg.format[:32]} data does not decode")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """Decoded RGB of exactly the size the header claims; corrupt or short data is rejected."""
+    shape = check_compressed(msg, limits)
+    data = bytes(msg.data)
+    if shape.encoding == "jpeg":
+        try:
+            rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+        except ValueError as err:
+            raise InputError("corrupt_image", f"JPEG data does not decode cleanly ({err})") from None
+    else:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise InputError("corrupt_image", "PNG data does not decode")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if rgb.shape[:2] != (shape.height, shape.width):
+        raise InputError("corrupt_image", f"decoded {rgb.shape[1]}x{rgb.shape[0]}, the header says {shape}")
+    return rgb
 
 
 @dataclass(frozen=True)
 class CameraDecoder:
-    check: Callable[[object, ImageLimits], None]  # cheap field checks, run in the subscription callback
-    to_rgb: Callable[[object, ImageLimits], np.ndarray]  # checks again, then decodes (worker thread)
+    check: Callable[[object, ImageLimits], FrameShape]  # field and header checks, no pixel read
+    to_rgb: Callable[[object, ImageLimits], np.ndarray]  # checks again, then decodes
 
 
 CAMERA_DECODERS = {

@@ -1,21 +1,30 @@
-"""Pairing a camera frame with the latest vehicle state, and rejecting stamps that go backwards.
+"""Nearest-stamp pairing of a camera frame with the vehicle state.
 
-Freshness compares message stamps when both the frame and the state carry one; when
-either stamp is zero (unstamped source, e.g. a std_msgs/Float32 speed) it compares the
-monotonic receive times instead. A state is fresh when |frame - state| <= max_state_age_s.
+The accepted states of the last few seconds wait in a time-ordered buffer; a frame takes
+the one nearest its own time, before or after it (message_filters' ApproximateTime, for
+one frame against a buffered stream). Times are message stamps when both the frame and the
+state carry one; when either stamp is zero (an unstamped source such as a std_msgs/Float32
+speed) they are the receive times. The pairing is fresh when |frame - state| <= max_state_age_s.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from owled_ros.schema import VehicleState
+
+RETENTION_NS = 10_000_000_000
+"""States older than this (by receive time) than the newest one leave the buffer: a frame
+is paired at most one inference plus state_wait_s after it arrived."""
+MAX_STATES = 2048
+"""Hard bound on the buffer, whatever the state rate (100 Hz odometry keeps 1,000)."""
 
 
 @dataclass(frozen=True)
 class StampedState:
     state: VehicleState
     stamp_ns: int  # message stamp, 0 when the message has none
-    received_ns: int  # monotonic receive time
+    received_ns: int  # receive time: monotonic in the node, log time in a bag
 
 
 @dataclass(frozen=True)
@@ -25,29 +34,48 @@ class Pairing:
     age_s: float | None  # frame time minus state time; None when no state has arrived yet
 
 
-def pair_state(latest: StampedState | None, frame_stamp_ns: int, frame_received_ns: int, max_age_s: float) -> Pairing:
-    if latest is None:
-        return Pairing(None, False, None)
-    if frame_stamp_ns and latest.stamp_ns:
-        age_s = (frame_stamp_ns - latest.stamp_ns) / 1e9
-    else:
-        age_s = (frame_received_ns - latest.received_ns) / 1e9
-    return Pairing(latest.state, abs(age_s) <= max_age_s, age_s)
+def _times(entry: StampedState, frame_stamp_ns: int, frame_received_ns: int) -> tuple[int, int]:
+    """(frame time, state time): the stamps when both have one, else the receive times."""
+    if frame_stamp_ns and entry.stamp_ns:
+        return frame_stamp_ns, entry.stamp_ns
+    return frame_received_ns, entry.received_ns
 
 
-class StampGuard:
-    """Rejects a stamp older than the previous one (zero stamps are not checked).
-
-    The reference moves to the rejected stamp too, so a clock reset (bag loop, simulator
-    restart) costs one message instead of every message until the old time comes back.
-    """
+class StateBuffer:
+    """Accepted states in arrival order (the input gate admits only non-decreasing stamps)."""
 
     def __init__(self) -> None:
-        self._last_ns = 0
+        self._states: deque[StampedState] = deque(maxlen=MAX_STATES)
 
-    def accept(self, stamp_ns: int) -> bool:
-        if stamp_ns == 0:
-            return True
-        ok = stamp_ns >= self._last_ns
-        self._last_ns = stamp_ns
-        return ok
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def add(self, entry: StampedState) -> None:
+        self._states.append(entry)
+        while entry.received_ns - self._states[0].received_ns > RETENTION_NS:
+            self._states.popleft()
+
+    def clear(self) -> None:
+        self._states.clear()
+
+    def covers(self, frame_stamp_ns: int, frame_received_ns: int) -> bool:
+        """True when a state at or after the frame's time is in: later states can only be further away."""
+        if not self._states:
+            return False
+        frame_t, state_t = _times(self._states[-1], frame_stamp_ns, frame_received_ns)
+        return state_t >= frame_t
+
+    def pair(self, frame_stamp_ns: int, frame_received_ns: int, max_age_s: float) -> Pairing:
+        """The state nearest the frame's time; on a tie the earlier one, which is there whatever the later one's delay."""
+        best: tuple[int, int] | None = None  # (|frame - state|, index)
+        for i, entry in enumerate(self._states):
+            frame_t, state_t = _times(entry, frame_stamp_ns, frame_received_ns)
+            gap = abs(frame_t - state_t)
+            if best is None or gap < best[0]:
+                best = (gap, i)
+        if best is None:
+            return Pairing(None, False, None)
+        entry = self._states[best[1]]
+        frame_t, state_t = _times(entry, frame_stamp_ns, frame_received_ns)
+        age_s = (frame_t - state_t) / 1e9
+        return Pairing(entry.state, abs(age_s) <= max_age_s, age_s)

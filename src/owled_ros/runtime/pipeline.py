@@ -1,13 +1,8 @@
 """DrivingPipeline: one camera frame (and the ego state) -> scene description and action.
 
 The model is asked one question per frame (prompt.FRAME_QUESTION) and answers
-"<description> Action: <action phrase>. <reason>". The answer is split on
-prompt.ACTION_MARKER: the description goes to data.describe.parse_description, the
-action phrase to vocab.Action.from_text, the rest is the reasoning.
-
-Confidence is the probability the model gave to the action it chose: the product of
-the greedy-decoding probabilities (Generation.token_probs) of the tokens that spell the
-action phrase after the marker. It is 0 when no action could be read from the answer.
+"<description> Action: <action phrase>. <reason>"; runtime/answer.py reads it back
+(description -> objects and light, action, reasoning, stated target, confidence).
 
 A stale vehicle state is neither shown to the model nor used for the target speed: an
 old speed misleads more than "Speed unknown.".
@@ -15,24 +10,21 @@ old speed misleads more than "Speed unknown.".
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from owled_ros.data.describe import parse_description
 from owled_ros.model.checkpoint import load_vlm, resolve_model_dir
-from owled_ros.model.prompt import ACTION_MARKER, FRAME_QUESTION
-from owled_ros.model.vlm import DrivingVLM, Generation
+from owled_ros.model.prompt import FRAME_QUESTION
+from owled_ros.model.vlm import DrivingVLM
+from owled_ros.runtime.answer import parse_answer, parse_description
 from owled_ros.schema import ActionResult, FrameResult, VehicleState
 from owled_ros.vocab import Action
 
 SLOW_DOWN_FACTOR = 0.7
 ACCELERATE_STEP_MPS = 2.0
-_SENTENCE_END = re.compile(r"\.(?:\s|$)")  # a period not inside a number such as 5.5
-_TARGET = re.compile(r"\btarget(?:\s+speed)?(?:\s+of)?\s*:?\s*(\d+(?:\.\d+)?)\s*m/s", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -45,67 +37,6 @@ class PipelineConfig:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not self.question.strip():
             raise ValueError("question must not be empty")
-
-
-@dataclass(frozen=True)
-class ParsedAnswer:
-    description: str
-    action: Action
-    reasoning: str
-    stated_target_mps: float | None
-    confidence: float
-
-
-def _action_span(text: str) -> tuple[Action, int, int]:
-    """(action, start, end) of the action phrase after the marker in `text`; (UNKNOWN, -1, -1) if none."""
-    cut = text.find(ACTION_MARKER)
-    if cut < 0:
-        return Action.UNKNOWN, -1, -1
-    start = cut + len(ACTION_MARKER)
-    end_match = _SENTENCE_END.search(text, start)
-    phrase = text[start : end_match.start() if end_match else len(text)]
-    action = Action.from_text(phrase)
-    if action is Action.UNKNOWN:
-        return action, -1, -1
-    pos = start + phrase.lower().replace("_", " ").find(action.phrase)
-    return action, pos, pos + len(action.phrase)
-
-
-def action_confidence(gen: Generation) -> float:
-    """Product of the probabilities of the generated tokens that overlap the action phrase.
-
-    The span is located in the concatenation of the per-token texts, so character offsets
-    map to tokens exactly even where the full decode differs (stripping, special tokens).
-    """
-    raw = "".join(gen.token_texts)
-    action, start, end = _action_span(raw)
-    if action is Action.UNKNOWN:
-        return 0.0
-    prob, offset = 1.0, 0
-    for tok, p in zip(gen.token_texts, gen.token_probs):
-        if offset < end and offset + len(tok) > start:
-            prob *= p
-        offset += len(tok)
-    return prob
-
-
-def parse_answer(gen: Generation) -> ParsedAnswer:
-    """Split "<description> Action: <phrase>. <reason>"; no marker means no action (UNKNOWN)."""
-    text = gen.text.strip()
-    cut = text.find(ACTION_MARKER)
-    if cut < 0:
-        return ParsedAnswer(text, Action.UNKNOWN, "", None, 0.0)
-    after = text[cut + len(ACTION_MARKER) :]
-    end_match = _SENTENCE_END.search(after)
-    reasoning = after[end_match.end() :].strip() if end_match else ""
-    target = _TARGET.search(after)
-    return ParsedAnswer(
-        description=text[:cut].strip(),
-        action=_action_span(text)[0],
-        reasoning=reasoning,
-        stated_target_mps=float(target.group(1)) if target else None,
-        confidence=action_confidence(gen),
-    )
 
 
 def rule_target_speed(action: Action, speed_mps: float | None) -> float | None:
