@@ -19,6 +19,11 @@ from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+# llm-compressor 0.14 matches `ignore` against module names exactly and names the head `lm_head.`
+# (trailing dot), so a bare "lm_head" never matches and the tied embedding / lm_head gets pruned;
+# its docs write the regex form.
+LM_HEAD = "re:.*lm_head"
+
 
 def main() -> int:
     process_start = time.perf_counter()
@@ -38,7 +43,7 @@ def main() -> int:
     data = Dataset.from_dict({"input_ids": windows.tolist(), "attention_mask": torch.ones_like(windows).tolist()})
     owl = dict(sparsity_profile="owl", owl_m=args.owl_m, owl_lmbda=args.owl_lambda) if args.owl_m is not None else {}
     modifier = (WandaPruningModifier if args.method == "wanda" else SparseGPTModifier)(
-        sparsity=args.sparsity, targets=["Linear"], ignore=["lm_head"], **owl
+        sparsity=args.sparsity, targets=["Linear"], ignore=[LM_HEAD], **owl
     )
     model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(args.model)

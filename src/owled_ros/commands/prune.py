@@ -6,9 +6,12 @@ text calibration (wiki has no images) or with --nm (S/4 has no N:M form).
 --nm N:M prunes every pruned part in N:M groups along the input dimension (2:4 is what
 sparse tensor cores run) with uniform ratios: the reference's OWL + N:M mixes different
 N per layer, which no N:M hardware runs, so an explicit --ratios owl with --nm is refused.
+An owled model directory (and 'default') is pruned streamed: encoder and projector in
+memory, the LM read from its safetensors files one decoder layer at a time (prune/stream.py).
 --model may also be a plain HF causal LM directory (safetensors): it is calibrated on
---calib wiki and pruned streamed from its files, one decoder layer in memory at a time
-(prune/stream.py); the output is a sharded HF checkpoint.
+--calib wiki and pruned streamed the same way; the output is a sharded HF checkpoint.
+A LLaVA directory is still loaded whole. The report gives the peak anonymous and
+file-backed memory apart (peak_anon_mb, peak_file_mb) beside peak_rss_mb (VmHWM).
 --calib-dtype auto runs the calibration forwards in bf16 where the CPU has bf16 dot
 products (1.6x faster a block), else fp32; the pruned weights are fp32 either way.
 The output directory is built beside --out under a temporary name and renamed at the
@@ -109,7 +112,14 @@ def _print_summary(config, report: dict, out: Path) -> None:
     parts = ", ".join(f"{k} {v:.3f}" for k, v in achieved.items())
     what = config.method if config.structure == "unstructured" else f"{config.structure} {config.importance}"
     print(f"pruned {what}/{report['ratios']} ({config.calib_dtype} calibration): {parts} "
-          f"in {report['seconds']:.0f} s, peak {report['peak_rss_mb']:.0f} MB -> {out}")
+          f"in {report['seconds']:.0f} s, {_memory_text(report)} -> {out}")
+
+
+def _memory_text(report: dict) -> str:
+    text = f"peak {report['peak_rss_mb']:.0f} MB"
+    if "peak_anon_mb" in report:
+        text += f" (anonymous {report['peak_anon_mb']:.0f} MB, file-backed {report['peak_file_mb']:.0f} MB)"
+    return text
 
 
 def _run_plain_lm(args: argparse.Namespace, path: Path, config, out: Path) -> int:
@@ -133,12 +143,23 @@ def _run_plain_lm(args: argparse.Namespace, path: Path, config, out: Path) -> in
     return 0
 
 
+def _run_streamed_vlm(args: argparse.Namespace, path: Path, config, out: Path) -> int:
+    from owled_ros.data.calibration import load_calibration
+    from owled_ros.prune.stream import open_vlm_dir, prune_vlm_dir
+
+    opened = open_vlm_dir(path)
+    calib = load_calibration(args.calib, args.calib_samples, opened.vlm.tokenizer, args.seqlen)
+    report = prune_vlm_dir(opened, calib, config, out, _calibration_record(calib))
+    _print_summary(config, report, out)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
     from owled_ros.data.calibration import load_calibration
     from owled_ros.errors import OwledError
-    from owled_ros.model.checkpoint import load_vlm
+    from owled_ros.model.checkpoint import CONFIG_NAME, load_vlm, resolve_model_dir
     from owled_ros.model.lm import plain_lm_dir
     from owled_ros.prune.report import build_report, count_zeros
     from owled_ros.prune.save import write_pruned
@@ -151,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
     lm_dir = plain_lm_dir(args.model)
     if lm_dir is not None:
         return _run_plain_lm(args, lm_dir, config, out)
+    if config.structure == "unstructured" and (resolve_model_dir(args.model) / CONFIG_NAME).is_file():
+        return _run_streamed_vlm(args, resolve_model_dir(args.model), config, out)
     start = time.perf_counter()
     vlm = load_vlm(args.model, "fp32")
     if vlm.meta.get("int8"):

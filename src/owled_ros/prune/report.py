@@ -11,6 +11,7 @@ from pathlib import Path
 from owled_ros.prune.apply import PartResult
 from owled_ros.prune.config import PruneConfig
 from owled_ros.prune.layers import Block
+from owled_ros.prune.memory import MemoryPeaks
 
 
 ZeroCounts = dict[str, tuple[int, int]]  # prunable layer name -> (zeros, weights)
@@ -42,7 +43,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build_report(config: PruneConfig, parts: list[PartResult], calibration: dict, seconds: float, counts: ZeroCounts) -> dict:
+def build_report(
+    config: PruneConfig, parts: list[PartResult], calibration: dict, seconds: float, counts: ZeroCounts, memory: MemoryPeaks | None = None
+) -> dict:
+    """`memory`: the sampled anonymous / file-backed peaks (prune/memory.py), reported beside VmHWM."""
     layer_sparsity, achieved, target, blocks_out = {}, {}, {}, {}
     for part in parts:
         for b in part.blocks:
@@ -84,6 +88,7 @@ def build_report(config: PruneConfig, parts: list[PartResult], calibration: dict
         "calib_dtype": config.calib_dtype,
         "seconds": round(seconds, 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        **(memory.to_dict() if memory is not None else {}),
     }
 
 

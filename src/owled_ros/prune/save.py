@@ -16,6 +16,7 @@ from owled_ros.prune.report import plot_sparsity
 
 REPORT_NAME = "prune_report.json"
 PLOT_NAME = "layer_sparsity.png"
+PRUNED_META = ("method", "ratios", "nm", "target_sparsity", "achieved_sparsity")  # report keys kept in the model's meta
 
 
 def write_report(report: dict, model_dir: Path) -> None:
@@ -25,7 +26,7 @@ def write_report(report: dict, model_dir: Path) -> None:
 
 def write_pruned(vlm: DrivingVLM, report: dict, out: Path) -> Path:
     with staged_dir(out) as model_dir:
-        vlm.meta["pruned"] = {k: report[k] for k in ("method", "ratios", "nm", "target_sparsity", "achieved_sparsity")}
+        vlm.meta["pruned"] = {k: report[k] for k in PRUNED_META}
         save_vlm(vlm, model_dir)
         write_report(report, model_dir)
     return out

@@ -19,7 +19,7 @@ from owled_ros.data.calibration import CalibrationSet, VisualSample
 from owled_ros.errors import OwledError
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.prune.apply import PartResult, prune_part
-from owled_ros.prune.calibrate import Captured, capture
+from owled_ros.prune.calibrate import RESIDENT, BlockStore, Captured, capture
 from owled_ros.prune.config import PruneConfig
 from owled_ros.prune.layers import Block, make_blocks
 
@@ -57,7 +57,7 @@ def run_sample(vlm: DrivingVLM, sample: VisualSample) -> None:
     """One calibration sample through the LM's decoder, as the LM sees it at run time (+ answer)."""
     visual = vlm.visual_embeds([sample.image])
     answers = [sample.answer] if sample.answer is not None else None
-    embeds, mask, _spans = vlm._assemble(visual, [sample.state], [sample.question], answers, left_pad=False)
+    embeds, mask, _spans = vlm.lm_inputs(visual, [sample.state], [sample.question], answers, left_pad=False)
     vlm.lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
 
 
@@ -73,11 +73,11 @@ def prune_lm(lm: PreTrainedModel, windows: torch.Tensor, config: PruneConfig) ->
         return prune_part("llm", make_blocks(lm, list(lm.get_decoder().layers)), lambda: capture_windows(lm, windows), config.llm_sparsity, config)
 
 
-def prune_vlm(vlm: DrivingVLM, calib: CalibrationSet, config: PruneConfig) -> list[PartResult]:
-    """Prune in place; returns what each part's blocks were assigned."""
+def prune_vlm(vlm: DrivingVLM, calib: CalibrationSet, config: PruneConfig, llm_store: BlockStore = RESIDENT) -> list[PartResult]:
+    """Prune in place; returns what each part's blocks were assigned. `llm_store`: where the LM's layers live (prune/stream.py)."""
     if config.encoder_sparsity > 0 and not calib.has_images:
         raise OwledError(f"calibration source {calib.source!r} has no images: the encoder cannot be calibrated (use --encoder-sparsity 0)")
     with torch.no_grad():
         encoder = prune_part("encoder", encoder_blocks(vlm), lambda: capture_encoder(vlm, calib), config.encoder_sparsity, config)
-        llm = prune_part("llm", lm_blocks(vlm), lambda: capture_lm(vlm, calib), config.llm_sparsity, config)
+        llm = prune_part("llm", lm_blocks(vlm), lambda: capture_lm(vlm, calib), config.llm_sparsity, config, store=llm_store)
     return [encoder, llm]

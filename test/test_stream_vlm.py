@@ -1,0 +1,125 @@
+"""Streamed pruning of an owled VLM directory: the LM one decoder layer at a time, LoRA merged as read.
+
+It must give exactly the weights and report of the in-memory path (load_vlm + prune_vlm) on
+the same calibration samples; bf16 weights stay bf16 on disk; bad shards are refused before
+anything is written; the report gives anonymous and file-backed peak memory apart.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from owled_ros.cli import main
+from owled_ros.data.calibration import CalibrationSet, VisualSample
+from owled_ros.errors import OwledError
+from owled_ros.model.checkpoint import CONFIG_NAME, load_vlm
+from owled_ros.prune.config import PruneConfig
+from owled_ros.prune.memory import MemorySampler
+from owled_ros.prune.report import build_report, count_zeros
+from owled_ros.prune.stream import INDEX_NAME, open_vlm_dir, prune_vlm_dir
+from owled_ros.prune.vlm import prune_vlm
+from tiny_models import save_tiny_vlm
+
+LORA_TARGETS = ("self_attn.q_proj", "mlp.down_proj")
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm_dir(tmp_path_factory) -> Path:
+    """The tiny VLM with a LoRA delta on two linears of each decoder layer, as `owled train` saves it."""
+    out = save_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny")
+    vlm = load_vlm(out)
+    gen = torch.Generator().manual_seed(2)
+    lora = {}
+    for k in range(len(vlm.lm.get_decoder().layers)):
+        for target in LORA_TARGETS:
+            w = vlm.lm.get_submodule(f"model.layers.{k}.{target}").weight
+            lora[f"model.layers.{k}.{target}.lora_A"] = torch.randn(8, w.shape[1], generator=gen) * 0.1
+            lora[f"model.layers.{k}.{target}.lora_B"] = torch.randn(w.shape[0], 8, generator=gen) * 0.1
+    save_file(lora, str(out / "lora.safetensors"))
+    config = json.loads((out / CONFIG_NAME).read_text())
+    (out / CONFIG_NAME).write_text(json.dumps({**config, "lora": {"rank": 8, "alpha": 16.0}}))
+    return out
+
+
+def _calib() -> CalibrationSet:
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (48, 80, 3), dtype=np.uint8) for _ in range(4)]
+    return CalibrationSet("test", visual=tuple(VisualSample(im, "What is ahead?", answer="A car.") for im in images))
+
+
+@pytest.mark.parametrize("method,ratios", [("wanda", "owl"), ("sparsegpt", "uniform")])
+def test_streamed_vlm_prune_equals_the_in_memory_prune(tiny_vlm_dir: Path, tmp_path: Path, method: str, ratios: str) -> None:
+    config = PruneConfig(method, ratios, 0.3, 0.6, owl_lambda=0.1)
+    reference = load_vlm(tiny_vlm_dir)
+    ref_parts = prune_vlm(reference, _calib(), config)
+    report = prune_vlm_dir(open_vlm_dir(tiny_vlm_dir), _calib(), config, tmp_path / "out", {"source": "test"})
+
+    streamed = load_vlm(tmp_path / "out")
+    ref = reference.state_dict()
+    for name, tensor in streamed.state_dict().items():
+        assert torch.equal(tensor, ref[name]), name
+    assert not (tmp_path / "out" / "lora.safetensors").exists()  # merged into lm/, like save_vlm does
+    assert len(set(json.loads((tmp_path / "out" / "lm" / INDEX_NAME).read_text())["weight_map"].values())) == 3
+    in_memory = build_report(config, ref_parts, {"source": "test"}, 0.0, count_zeros([b for p in ref_parts for b in p.blocks]))
+    varying = ("seconds", "peak_rss_mb", "peak_anon_mb", "peak_file_mb")
+    assert {k: v for k, v in report.items() if k not in varying} == {k: v for k, v in in_memory.items() if k not in varying}
+    assert report["achieved_sparsity"]["encoder"] > 0.1 and report["achieved_sparsity"]["llm"] == pytest.approx(0.6, abs=0.03)
+    assert streamed.meta["pruned"]["method"] == method
+    assert report["peak_anon_mb"] > 0 and report["peak_file_mb"] > 0
+    assert report["peak_anon_mb"] + report["peak_file_mb"] >= 0.9 * report["peak_rss_mb"] - 50
+
+
+def test_bf16_weights_stay_bf16_and_prune_like_their_fp32_copies(tiny_vlm_dir: Path, tmp_path: Path) -> None:
+    """Calibration math runs in fp32 per layer; only the storage is bf16."""
+    src = tmp_path / "bf16"
+    src.mkdir()
+    for file in tiny_vlm_dir.iterdir():
+        if file.is_file():
+            (src / file.name).write_bytes(file.read_bytes())
+    (src / "lm").mkdir()
+    for file in (tiny_vlm_dir / "lm").iterdir():
+        if file.suffix == ".safetensors":
+            save_file({n: t.to(torch.bfloat16) for n, t in load_file(str(file)).items()}, str(src / "lm" / file.name))
+        else:
+            (src / "lm" / file.name).write_bytes(file.read_bytes())
+    config = PruneConfig("wanda", "uniform", 0.0, 0.5)
+    prune_vlm_dir(open_vlm_dir(src), _calib(), config, tmp_path / "out", {"source": "test"})
+    out = {}
+    for file in (tmp_path / "out" / "lm").glob("*.safetensors"):
+        out.update(load_file(str(file)))
+    assert {t.dtype for t in out.values()} == {torch.bfloat16}
+    q = out["model.layers.0.self_attn.q_proj.weight"]
+    assert (q == 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
+
+
+def test_truncated_shard_is_named_and_out_left_alone(tiny_vlm_dir: Path, tmp_path: Path, capsys) -> None:
+    src = tmp_path / "broken"
+    src.mkdir()
+    for file in tiny_vlm_dir.iterdir():
+        if file.is_file():
+            (src / file.name).write_bytes(file.read_bytes())
+    (src / "lm").mkdir()
+    for file in (tiny_vlm_dir / "lm").iterdir():
+        data = file.read_bytes()
+        (src / "lm" / file.name).write_bytes(data[: len(data) // 2] if file.suffix == ".safetensors" else data)
+    with pytest.raises(OwledError, match="model.safetensors"):
+        prune_vlm_dir(open_vlm_dir(src), _calib(), PruneConfig("wanda", "uniform", 0.0, 0.5), tmp_path / "out", {})
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["broken"]
+    assert main(["prune", "--model", str(src), "--calib", "dashcam", "--calib-samples", "2", "--sparsity", "0.5",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.safetensors" in err[0]
+
+
+def test_memory_sampler_sees_anonymous_memory_grow() -> None:
+    with MemorySampler() as memory:
+        before = memory.peaks.anon_mb
+        block = torch.ones(64 * 2**20 // 4)  # 64 MB, touched
+        memory.sample()
+        del block
+    assert memory.peaks.anon_mb - before > 50
