@@ -271,6 +271,7 @@ class OwledNode(LifecycleNode):
             "frames_rejected": sum(n for r, n in snap.rejected.items() if not r.startswith(STATE_PREFIX)),
             "states_rejected": sum(n for r, n in snap.rejected.items() if r.startswith(STATE_PREFIX)),
             "clock_resets": self._gate.clock_resets,
+            "states_buffered": self._gate.states_buffered,
             "errors": snap.errors,
             "camera_timeouts": snap.camera_timeouts,
             **{f"rejected.{reason}": n for reason, n in sorted(snap.rejected.items())},

@@ -109,6 +109,12 @@ class InputGate:
         self.clock_resets = 0
         """Times the clock jumped back and the references were released."""
 
+    @property
+    def states_buffered(self) -> int:
+        """States waiting for frames to pair with (bounded by pairing.RETENTION_NS and MAX_STATES)."""
+        with self._cond:
+            return len(self._buffer)
+
     def reset(self) -> None:
         """Forget the streams and the buffered states (the node does so on activation)."""
         with self._cond:
