@@ -7,6 +7,7 @@ anything is written; the report gives anonymous and file-backed peak memory apar
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,16 @@ def _calib() -> CalibrationSet:
     return CalibrationSet("test", visual=tuple(VisualSample(im, "What is ahead?", answer="A car.") for im in images))
 
 
+def _copy_with_lm_shards(src: Path, dst: Path, write_shard: Callable[[Path], object]) -> Path:
+    """A copy of a VLM directory whose lm/*.safetensors are written by `write_shard(source file)`."""
+    (dst / "lm").mkdir(parents=True)
+    for file in [*src.iterdir(), *(src / "lm").iterdir()]:
+        if file.is_file():
+            target = dst / file.relative_to(src)
+            write_shard(file) if file.parent.name == "lm" and file.suffix == ".safetensors" else target.write_bytes(file.read_bytes())
+    return dst
+
+
 @pytest.mark.parametrize("method,ratios", [("wanda", "owl"), ("sparsegpt", "uniform")])
 def test_streamed_vlm_prune_equals_the_in_memory_prune(tiny_vlm_dir: Path, tmp_path: Path, method: str, ratios: str) -> None:
     config = PruneConfig(method, ratios, 0.3, 0.6, owl_lambda=0.1)
@@ -76,17 +87,8 @@ def test_streamed_vlm_prune_equals_the_in_memory_prune(tiny_vlm_dir: Path, tmp_p
 
 def test_bf16_weights_stay_bf16_and_prune_like_their_fp32_copies(tiny_vlm_dir: Path, tmp_path: Path) -> None:
     """Calibration math runs in fp32 per layer; only the storage is bf16."""
-    src = tmp_path / "bf16"
-    src.mkdir()
-    for file in tiny_vlm_dir.iterdir():
-        if file.is_file():
-            (src / file.name).write_bytes(file.read_bytes())
-    (src / "lm").mkdir()
-    for file in (tiny_vlm_dir / "lm").iterdir():
-        if file.suffix == ".safetensors":
-            save_file({n: t.to(torch.bfloat16) for n, t in load_file(str(file)).items()}, str(src / "lm" / file.name))
-        else:
-            (src / "lm" / file.name).write_bytes(file.read_bytes())
+    src = _copy_with_lm_shards(tiny_vlm_dir, tmp_path / "bf16", lambda file: save_file(
+        {n: t.to(torch.bfloat16) for n, t in load_file(str(file)).items()}, str(tmp_path / "bf16" / "lm" / file.name)))
     config = PruneConfig("wanda", "uniform", 0.0, 0.5)
     prune_vlm_dir(open_vlm_dir(src), _calib(), config, tmp_path / "out", {"source": "test"})
     out = {}
@@ -98,15 +100,8 @@ def test_bf16_weights_stay_bf16_and_prune_like_their_fp32_copies(tiny_vlm_dir: P
 
 
 def test_truncated_shard_is_named_and_out_left_alone(tiny_vlm_dir: Path, tmp_path: Path, capsys) -> None:
-    src = tmp_path / "broken"
-    src.mkdir()
-    for file in tiny_vlm_dir.iterdir():
-        if file.is_file():
-            (src / file.name).write_bytes(file.read_bytes())
-    (src / "lm").mkdir()
-    for file in (tiny_vlm_dir / "lm").iterdir():
-        data = file.read_bytes()
-        (src / "lm" / file.name).write_bytes(data[: len(data) // 2] if file.suffix == ".safetensors" else data)
+    src = _copy_with_lm_shards(tiny_vlm_dir, tmp_path / "broken", lambda file: (tmp_path / "broken" / "lm" / file.name).write_bytes(
+        file.read_bytes()[: file.stat().st_size // 2]))
     with pytest.raises(OwledError, match="model.safetensors"):
         prune_vlm_dir(open_vlm_dir(src), _calib(), PruneConfig("wanda", "uniform", 0.0, 0.5), tmp_path / "out", {})
     assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["broken"]
