@@ -20,7 +20,7 @@ from torch import nn
 from owled_ros.data.calibration import load_calibration
 from owled_ros.deploy.build import smooth_for_int8
 from owled_ros.deploy.config import DeployConfig
-from owled_ros.deploy.int8 import pack, unpack
+from owled_ros.model.int8 import pack, unpack
 from owled_ros.eval.driving_qa import generated_frames
 from owled_ros.model.checkpoint import load_vlm
 from owled_ros.model.prompt import FRAME_QUESTION
@@ -45,7 +45,7 @@ def forward(v):
     with torch.no_grad():
         for f, a in zip(frames, answers):
             visual = v.visual_embeds([f.image])
-            embeds, mask, spans = v._assemble(visual, [f.state], [FRAME_QUESTION], [a], left_pad=False)
+            embeds, mask, spans = v.lm_inputs(visual, [f.state], [FRAME_QUESTION], [a], left_pad=False)
             start, ids = spans[0]
             logits = v.lm(inputs_embeds=embeds, attention_mask=mask).logits[0, start - 1 : start - 1 + len(ids)].float()
             # action token: first token after the one completing "Action:"

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from owled_ros.data.calibration import load_calibration
 from owled_ros.deploy.build import smooth_for_int8
 from owled_ros.deploy.config import DeployConfig
-from owled_ros.deploy.int8 import INT8_WEIGHTS
+from owled_ros.model.int8 import INT8_WEIGHTS
 from owled_ros.model.checkpoint import load_vlm, save_vlm
 from owled_ros.prune.calibrate import observe
 from owled_ros.prune.sparsegpt import _inverse_cholesky

@@ -23,7 +23,7 @@ from owled_ros.data.scenes import SPLIT_SEEDS, Scene, generate_scene, render_sce
 from owled_ros.data.targets import frame_answer
 from owled_ros.deploy.build import smooth_for_int8
 from owled_ros.deploy.config import DeployConfig
-from owled_ros.deploy.int8 import pack, unpack
+from owled_ros.model.int8 import pack, unpack
 from owled_ros.model.checkpoint import load_vlm
 from owled_ros.model.prompt import ACTION_MARKER, FRAME_QUESTION
 from owled_ros.model.vlm import DrivingVLM
@@ -53,7 +53,7 @@ def fake_int8(vlm: DrivingVLM, config: DeployConfig) -> DrivingVLM:
 @torch.no_grad()
 def answer_logits(vlm: DrivingVLM, scene: Scene) -> tuple[torch.Tensor, int]:
     """Logits predicting each reference answer token, and the index of the action token."""
-    embeds, mask, spans = vlm._assemble(vlm.visual_embeds([render_scene(scene)]), [scene.ego], [FRAME_QUESTION], [frame_answer(scene)], left_pad=False)
+    embeds, mask, spans = vlm.lm_inputs(vlm.visual_embeds([render_scene(scene)]), [scene.ego], [FRAME_QUESTION], [frame_answer(scene)], left_pad=False)
     start, ids = spans[0]
     logits = vlm.lm(inputs_embeds=embeds, attention_mask=mask).logits[0, start - 1 : start - 1 + len(ids)].float()
     k = next(i for i in range(1, len(ids)) if vlm.tokenizer.decode(ids[:i]).rstrip().endswith(ACTION_MARKER))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from owled_ros.deploy.int8 import Int8Linear
+from owled_ros.model.int8 import Int8Linear
 from owled_ros.eval.driving_qa import evaluate, generated_frames
 from owled_ros.model.checkpoint import load_vlm
 from owled_ros.model.prompt import FRAME_QUESTION

@@ -11,7 +11,7 @@ from torch import nn
 
 from owled_ros.cli import main
 from owled_ros.deploy.config import DeployConfig
-from owled_ros.deploy.int8 import FULL_RANGE_ACTIVATIONS, INT8_WEIGHTS, Int8Linear, pack, unpack
+from owled_ros.model.int8 import FULL_RANGE_ACTIVATIONS, INT8_WEIGHTS, Int8Linear, pack, unpack
 from owled_ros.deploy.smoothquant import smooth_lm
 from owled_ros.errors import OwledError
 from owled_ros.eval.driving_qa import generated_frames
@@ -135,7 +135,7 @@ def test_full_range_decode_does_not_saturate() -> None:
 def test_int8_lm_round_trip(tmp_path, tied: bool) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from owled_ros.deploy.int8 import load_int8_lm, save_int8_lm
+    from owled_ros.model.int8 import load_int8_lm, save_int8_lm
     from tiny_models import tokenizer
 
     torch.manual_seed(0)
@@ -163,7 +163,7 @@ def pruned_and_deployed(tmp_path_factory) -> tuple[Path, Path]:
 
 def _next_token_logits(vlm, frames) -> torch.Tensor:
     with torch.no_grad():
-        embeds, mask, _ = vlm._assemble(
+        embeds, mask, _ = vlm.lm_inputs(
             vlm.visual_embeds([f.image for f in frames]), [f.state for f in frames], [FRAME_QUESTION] * len(frames), None, left_pad=True
         )
         return vlm.lm(inputs_embeds=embeds, attention_mask=mask).logits[:, -1]
@@ -252,7 +252,7 @@ def test_default_model_deployed_predicts_the_fp32_answers(default_vlm, tmp_path)
 
     def predicted(vlm) -> torch.Tensor:
         with torch.no_grad():
-            embeds, mask, spans = vlm._assemble(vlm.visual_embeds(args[0]), args[1], args[2], answers, left_pad=False)
+            embeds, mask, spans = vlm.lm_inputs(vlm.visual_embeds(args[0]), args[1], args[2], answers, left_pad=False)
             logits = vlm.lm(inputs_embeds=embeds, attention_mask=mask).logits
         return torch.cat([logits[i, start - 1 : start - 1 + len(ids)].argmax(-1) for i, (start, ids) in enumerate(spans)])
 

@@ -58,9 +58,9 @@ def test_prompt_cues_are_the_speeds_distances_and_travel_with_the_model(tmp_path
     vlm = load_vlm(save_tiny_vlm(tmp_path / "tiny"))
     assert not vlm.prompt_cues
     visual = vlm.visual_embeds([np.zeros((64, 64, 3), np.uint8)])
-    plain, _, _ = vlm._assemble(visual, [VehicleState(14.0, None, None)], ["Q?"], None, left_pad=True)
+    plain, _, _ = vlm.lm_inputs(visual, [VehicleState(14.0, None, None)], ["Q?"], None, left_pad=True)
     vlm.meta["prompt_cues"] = True
-    cued, _, _ = vlm._assemble(visual, [VehicleState(14.0, None, None)], ["Q?"], None, left_pad=True)
+    cued, _, _ = vlm.lm_inputs(visual, [VehicleState(14.0, None, None)], ["Q?"], None, left_pad=True)
     assert cued.shape[1] > plain.shape[1] + 10
     assert load_vlm(save_vlm(vlm, tmp_path / "cued")).prompt_cues  # prune and deploy save meta the same way
 

@@ -5,7 +5,7 @@ Modules import their heavy dependencies inside `run`, so `owled --help` stays fa
 
 import argparse
 
-from owled_ros.deploy import PRECISIONS
+from owled_ros.model import PRECISIONS
 
 COMMANDS: tuple[str, ...] = ("prepare", "describe", "data", "train", "prune", "deploy", "eval", "bag", "demo")
 

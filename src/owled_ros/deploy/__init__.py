@@ -1,9 +1,6 @@
-"""The on-vehicle deploy path: SmoothQuant-smoothed int8 LM weights, run by int8 matmuls.
+"""The vehicle form of a model: SmoothQuant smoothing and int8 weights (`owled deploy`), export to
+other runtimes (ONNX Runtime, OpenVINO), and the choice of the fastest backend on this CPU.
 
-Unstructured zeros buy no speed on this CPU (sparse CSR matvec is slower than dense),
-so the speed comes from int8 matmuls (deploy.int8.Int8Linear); smoothing first keeps
-SmolLM2's outlier activation channels from wrecking the int8 activations.
+The int8 storage format and its torch kernel belong to the model (model/int8.py): a model
+directory loads without this package; deploy only makes such directories.
 """
-
-PRECISIONS = ("auto", "fp32", "int8")
-"""How a model directory runs: auto (what it holds), fp32 (an int8 one de-quantized), int8 (refuse fp32)."""

@@ -25,10 +25,6 @@ from owled_ros.prune.vlm import run_sample
 SMOOTHABLE_LM_TYPES = ("llama", "qwen2")  # plain RMSNorm weights (Gemma's norms add 1 to theirs)
 
 
-def linear_names(lm: nn.Module) -> list[str]:
-    return [n for n, m in lm.named_modules() if isinstance(m, nn.Linear)]
-
-
 @torch.no_grad()
 def input_absmax(vlm: DrivingVLM, calib: CalibrationSet) -> dict[str, torch.Tensor]:
     """max |x_j| of every LM linear layer's input over the calibration set."""

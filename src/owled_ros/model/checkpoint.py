@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from owled_ros.deploy import PRECISIONS
-from owled_ros.deploy.int8 import load_int8_lm, save_int8_lm
 from owled_ros.errors import OwledError
+from owled_ros.model import PRECISIONS
 from owled_ros.model.assets import efficientnet_lite0_pth, repo_models_dir
 from owled_ros.model.encoders import EncoderConfig, EfficientNetEncoder, HFVisionEncoder, build_encoder
+from owled_ros.model.int8 import load_int8_lm, save_int8_lm
 from owled_ros.model.lm import PICKLE_SUFFIXES, check_hf_dir, load_default_lm, load_hf_lm
 from owled_ros.model.lora import LoraConfig, apply_lora_delta
 from owled_ros.model.projector import MLPProjector, ProjectorConfig

@@ -26,6 +26,55 @@ class Generation:
     token_probs: tuple[float, ...]
 
 
+def assemble_lm_inputs(
+    tokenizer: PreTrainedTokenizerBase,
+    embed: nn.Module,
+    visual: torch.Tensor,
+    states: list[VehicleState | None],
+    questions: list[str],
+    answers: list[str] | None = None,
+    left_pad: bool = False,
+    prompt_cues: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, list[int]]]]:
+    """Input embeddings (prompt prefix, visual tokens, question [+ answer]) and attention mask for
+    a batch; also (answer start, answer ids) per row, for training. A function of the tokenizer
+    and the embedding table, so runtimes that hold no torch LM (deploy/runner.py) build the same."""
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    device = visual.device
+    rows, spans = [], []
+    for i, (state, question) in enumerate(zip(states, questions)):
+        before, after = split_prompt(tokenizer, state, question, prompt_cues)
+        pre = ids(before)
+        post = ids(after)
+        ans = ids(answers[i] + end_of_answer(tokenizer)) if answers is not None else []
+        text_emb = embed(torch.tensor(pre + post + ans, dtype=torch.long, device=device))
+        rows.append(torch.cat([text_emb[: len(pre)], visual[i].to(text_emb.dtype), text_emb[len(pre):]]))
+        spans.append((len(pre) + visual.shape[1] + len(post), ans))
+    length = max(r.shape[0] for r in rows)
+    embeds = rows[0].new_zeros(len(rows), length, rows[0].shape[1])
+    mask = torch.zeros(len(rows), length, dtype=torch.long, device=device)
+    for i, row in enumerate(rows):
+        n = row.shape[0]
+        sl = slice(length - n, length) if left_pad else slice(0, n)
+        embeds[i, sl] = row
+        mask[i, sl] = 1
+    return embeds, mask, spans
+
+
+def to_generation(tokenizer: PreTrainedTokenizerBase, token_ids: list[int], token_probs: list[float]) -> Generation:
+    """A generated sequence up to its end-of-answer (eos, or pad repeated), with each kept token's probability."""
+    ids, toks, ps = [], [], []
+    for t, tid in enumerate(token_ids):
+        if tid == tokenizer.eos_token_id or (tid == tokenizer.pad_token_id and ids and ids[-1] == tid):
+            break
+        ids.append(tid)
+        toks.append(tokenizer.decode([tid]))
+        ps.append(token_probs[t] if t < len(token_probs) else 1.0)
+    return Generation(tokenizer.decode(ids, skip_special_tokens=True).strip(), tuple(toks), tuple(ps))
+
+
 class DrivingVLM(nn.Module):
     def __init__(
         self,
@@ -62,40 +111,17 @@ class DrivingVLM(nn.Module):
         return self.projector(self.encode(images))
 
     # ---- sequence assembly --------------------------------------------------------------------
-    def _ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
-
-    def _assemble(
+    def lm_inputs(
         self,
         visual: torch.Tensor,
         states: list[VehicleState | None],
         questions: list[str],
-        answers: list[str] | None,
-        left_pad: bool,
+        answers: list[str] | None = None,
+        left_pad: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, list[int]]]]:
-        """Embeddings and mask for a batch; for training also (answer start, answer ids) per row."""
-        embed = self.lm.get_input_embeddings()
-        rows, spans = [], []
-        for i, (state, question) in enumerate(zip(states, questions)):
-            before, after = split_prompt(self.tokenizer, state, question, self.prompt_cues)
-            pre = self._ids(before)
-            post = self._ids(after)
-            ans = self._ids(answers[i] + end_of_answer(self.tokenizer)) if answers is not None else []
-            text_ids = torch.tensor(pre + post + ans, dtype=torch.long, device=self.device)
-            text_emb = embed(text_ids)
-            row = torch.cat([text_emb[: len(pre)], visual[i].to(text_emb.dtype), text_emb[len(pre):]])
-            rows.append(row)
-            spans.append((len(pre) + visual.shape[1] + len(post), ans))
-        length = max(r.shape[0] for r in rows)
-        dim = rows[0].shape[1]
-        embeds = rows[0].new_zeros(len(rows), length, dim)
-        mask = torch.zeros(len(rows), length, dtype=torch.long, device=self.device)
-        for i, row in enumerate(rows):
-            n = row.shape[0]
-            sl = slice(length - n, length) if left_pad else slice(0, n)
-            embeds[i, sl] = row
-            mask[i, sl] = 1
-        return embeds, mask, spans
+        """What the LM receives for a batch (see `assemble_lm_inputs`); public because calibration
+        (prune, deploy) feeds the LM exactly this."""
+        return assemble_lm_inputs(self.tokenizer, self.lm.get_input_embeddings(), visual, states, questions, answers, left_pad, self.prompt_cues)
 
     # ---- inference ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -107,7 +133,7 @@ class DrivingVLM(nn.Module):
         max_new_tokens: int = 48,
     ) -> list[Generation]:
         """Greedy answers, with each generated token's probability (for confidence)."""
-        embeds, mask, _ = self._assemble(self.visual_embeds(images), states, questions, None, left_pad=True)
+        embeds, mask, _ = self.lm_inputs(self.visual_embeds(images), states, questions, None, left_pad=True)
         out = self.lm.generate(
             inputs_embeds=embeds,
             attention_mask=mask,
@@ -120,18 +146,8 @@ class DrivingVLM(nn.Module):
         )
         seqs = out.sequences
         probs = torch.stack([s.float().softmax(-1) for s in out.scores], dim=1)  # (B, T, V)
-        results = []
-        for b in range(seqs.shape[0]):
-            ids, toks, ps = [], [], []
-            for t in range(seqs.shape[1]):
-                tid = int(seqs[b, t])
-                if tid == self.tokenizer.eos_token_id or (tid == self.tokenizer.pad_token_id and t > 0 and ids and ids[-1] == tid):
-                    break
-                ids.append(tid)
-                toks.append(self.tokenizer.decode([tid]))
-                ps.append(float(probs[b, t, tid]) if t < probs.shape[1] else 1.0)
-            results.append(Generation(self.tokenizer.decode(ids, skip_special_tokens=True).strip(), tuple(toks), tuple(ps)))
-        return results
+        picked = probs.gather(2, seqs[:, : probs.shape[1], None])[..., 0]
+        return [to_generation(self.tokenizer, seqs[b].tolist(), picked[b].tolist()) for b in range(seqs.shape[0])]
 
     # ---- training -----------------------------------------------------------------------------
     def answer_loss(
@@ -142,7 +158,7 @@ class DrivingVLM(nn.Module):
         answers: list[str],
     ) -> torch.Tensor:
         """Cross-entropy on answer tokens only; lm_head runs on those positions alone (49k vocab)."""
-        embeds, mask, spans = self._assemble(visual, states, questions, answers, left_pad=False)
+        embeds, mask, spans = self.lm_inputs(visual, states, questions, answers, left_pad=False)
         hidden = self.lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         picks, targets = [], []
         for b, (start, ans) in enumerate(spans):

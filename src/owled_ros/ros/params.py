@@ -17,7 +17,7 @@ from rclpy.expand_topic_name import expand_topic_name
 from rclpy.node import Node
 from rclpy.validate_full_topic_name import validate_full_topic_name
 
-from owled_ros.deploy import PRECISIONS
+from owled_ros.model import PRECISIONS
 from owled_ros.runtime.gate import GateConfig
 
 CAMERA_TYPE_NAMES = ("image", "compressed")
