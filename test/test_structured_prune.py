@@ -108,3 +108,21 @@ def test_unknown_importance_is_refused(tiny_vlm_dir: Path, tmp_path: Path) -> No
     with pytest.raises(SystemExit) as exit_info:
         main(["prune", "--model", str(tiny_vlm_dir), "--structure", "channels", "--importance", "gradient", "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2
+
+
+def test_latency_budget_keeps_a_measured_split_or_says_the_fastest(tiny_vlm_dir: Path, tmp_path: Path, capsys) -> None:
+    common = ["prune", "--model", str(tiny_vlm_dir), "--structure", "channels", "--calib-samples", "2", "--latency-frames", "1",
+              "--max-new-tokens", "4"]
+    assert main([*common, "--latency-budget-ms", "1e7", "--out", str(tmp_path / "fast")]) == 0
+    report = json.loads((tmp_path / "fast" / "prune_report.json").read_text())
+    record = report["latency_budget"]
+    assert len(record["candidates"]) == 9 and all(c["latency_ms"] > 0 for c in record["candidates"])
+    chosen = record["chosen"]
+    assert chosen["action_accuracy"] == max(c["action_accuracy"] for c in record["candidates"])
+    assert report["target_sparsity"]["llm"] == chosen["llm_sparsity"]
+    assert sum(p.numel() for p in load_vlm(tmp_path / "fast").parameters()) == chosen["params"]
+
+    assert main([*common, "--latency-budget-ms", "0.001", "--out", str(tmp_path / "never")]) == 2
+    assert "fastest measured" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+    assert main([*common, "--latency-budget-ms", "100", "--sparsity", "0.3", "--out", str(tmp_path / "x")]) == 2

@@ -47,6 +47,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity", type=float, default=None, help="target sparsity S in [0, 1) (default N/M with --nm)")
     p.add_argument("--encoder-sparsity", type=float, default=None, help=f"encoder target (default {DEFAULT_ENCODER_SHARE:g} * S; 0 for wiki or --nm)")
     p.add_argument("--llm-sparsity", type=float, default=None, help="LM target (default S)")
+    p.add_argument("--latency-budget-ms", type=float, default=None, metavar="T",
+                   help="--structure channels: measure candidate encoder/LM splits on this CPU and keep the most accurate one "
+                        "whose frame latency (batch 1) is at most T ms; it sets the sparsities itself")
+    p.add_argument("--latency-frames", type=int, default=12, help="held-out scenes each latency candidate answers")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit of the latency frames (default: the node's)")
     p.add_argument("--nm", default=None, metavar="N:M", help="N:M semi-structured sparsity, e.g. 2:4 (uniform ratios only)")
     p.add_argument("--owl-m", type=float, default=DEFAULT_OWL_M, help="outlier threshold: scores above M * mean")
     p.add_argument("--owl-lambda", type=float, default=DEFAULT_OWL_LAMBDA, help="block sparsities lie in S +- lambda")
@@ -55,6 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seqlen", type=int, default=512, help="text window length (wiki)")
     p.add_argument("--calib-dtype", choices=("auto", *CALIB_DTYPES), default="auto",
                    help="what the calibration forwards compute in (auto: bf16 where the CPU has bf16 dot products)")
+    p.add_argument("--recover-steps", type=int, default=0, metavar="N",
+                   help="then recover by distillation from --model for N steps (owled recover's settings; 0: no recovery)")
     p.add_argument("--out", required=True, help="output model directory (must not exist)")
 
 
@@ -83,6 +90,14 @@ def _config(args: argparse.Namespace):
             raise OwledError(f"--{flag.replace('_', '-')} must lie in [0, 1), got {value}")
     target = args.sparsity if args.sparsity is not None else (nm[0] / nm[1] if nm else None)
     llm = args.llm_sparsity if args.llm_sparsity is not None else target
+    if args.latency_budget_ms is not None:
+        from owled_ros.prune.structured_latency import ENCODER_SPLITS, LLM_SPLITS
+
+        if args.structure != "channels":
+            raise OwledError("--latency-budget-ms chooses a channel split: use it with --structure channels")
+        if any(getattr(args, f) is not None for f in ("sparsity", "encoder_sparsity", "llm_sparsity")):
+            raise OwledError("--latency-budget-ms picks the encoder and LM sparsities itself: drop --sparsity, --encoder-sparsity, --llm-sparsity")
+        args.encoder_sparsity, llm = max(ENCODER_SPLITS), max(LLM_SPLITS)  # the largest candidates; the chosen split replaces them
     if llm is None:
         raise OwledError("give --sparsity (or --llm-sparsity, or --nm)")
     no_encoder = nm or args.calib == "wiki" or args.structure == "layers"
@@ -154,6 +169,35 @@ def _run_streamed_vlm(args: argparse.Namespace, path: Path, config, out: Path) -
     return 0
 
 
+def _prune_then_recover(args: argparse.Namespace, out: Path) -> int:
+    """Prune into the recovery work dir, then distil --model into that pruned model, written to --out.
+
+    An interrupted run keeps the work dir (pruned model + checkpoints): the same command resumes."""
+    import json
+    import shutil
+
+    from owled_ros.commands.recover import command_line
+    from owled_ros.errors import OwledError
+    from owled_ros.train.config import RecoverConfig
+    from owled_ros.train.recover import default_work_dir, recover
+
+    if args.recover_steps < 0:
+        raise OwledError(f"--recover-steps must be 0 or more, got {args.recover_steps}")
+    work = default_work_dir(out)
+    pruned, settings = work / "pruned", work / "prune_args.json"
+    mine = json.dumps({k: v for k, v in vars(args).items() if k not in ("out", "recover_steps", "func")}, sort_keys=True, default=str)
+    if pruned.exists():
+        if not settings.is_file() or settings.read_text() != mine:
+            raise OwledError(f"{work}: holds a model pruned with other settings; remove it or prune to another --out")
+        print(f"[owled] resuming: the pruned model in {pruned} is kept")
+    else:
+        run(argparse.Namespace(**{**vars(args), "out": str(pruned), "recover_steps": 0}))
+        settings.write_text(mine)
+    recover(pruned, out, RecoverConfig(steps=args.recover_steps, teacher=args.model), work, resume=True, command=command_line())
+    shutil.rmtree(work)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -169,7 +213,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists():
         raise OwledError(f"{out}: already exists (choose another --out or remove it)")
+    if args.recover_steps:
+        return _prune_then_recover(args, out)
     lm_dir = plain_lm_dir(args.model)
+    if lm_dir is not None and args.latency_budget_ms is not None:
+        raise OwledError(f"{lm_dir}: --latency-budget-ms measures camera frames; it needs a DrivingVLM, not a plain LM")
     if lm_dir is not None:
         return _run_plain_lm(args, lm_dir, config, out)
     if config.structure == "unstructured" and (resolve_model_dir(args.model) / CONFIG_NAME).is_file():
@@ -180,9 +228,15 @@ def run(args: argparse.Namespace) -> int:
         raise OwledError(f"{args.model}: is an int8 deploy model; prune the fp32 model, then run owled deploy")
     calib = load_calibration(args.calib, args.calib_samples, vlm.tokenizer, args.seqlen)
     if config.structure != "unstructured":
+        from owled_ros.prune.structured_latency import LatencyBudget
         from owled_ros.prune.structured_save import prune_vlm_to
 
-        report = prune_vlm_to(vlm, calib, config, out, _calibration_record(calib), start)
+        try:
+            limit = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else {}
+            budget = LatencyBudget(args.latency_budget_ms, args.latency_frames, **limit) if args.latency_budget_ms is not None else None
+        except ValueError as err:
+            raise OwledError(str(err)) from None
+        report = prune_vlm_to(vlm, calib, config, out, _calibration_record(calib), start, budget)
         _print_summary(config, report, out)
         return 0
     parts = prune_vlm(vlm, calib, config)

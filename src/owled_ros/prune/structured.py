@@ -98,22 +98,40 @@ def _cut(group: ChannelGroup, scores: torch.Tensor, remove: int) -> None:
         keep_mbconv_channels(group.module, keep)
 
 
-def prune_channels(name: str, blocks: list[Block], groups: list[ChannelGroup], captured, target: float, config: PruneConfig,
-                   taylor: dict[int, torch.Tensor] | None) -> StructuredPart:
-    """Budget and cut one part's groups; `taylor` scores (computed on the dense model) replace activation ones."""
+@dataclass
+class ChannelPlan:
+    """A part's dense scores, enough to cut it to any target (or to cut an identical copy of it)."""
+
+    name: str
+    outlier_ratios: dict[str, float]  # block name -> OWL outlier ratio
+    scores: list[torch.Tensor]  # one (units,) vector per group, in group order
+
+
+def score_channels(name: str, blocks: list[Block], groups: list[ChannelGroup], captured, config: PruneConfig,
+                   taylor: dict[int, torch.Tensor] | None) -> ChannelPlan:
+    """One dense pass (outlier ratios, activation scores); `taylor` scores, when given, rank the units instead."""
     dense = dense_pass(blocks, groups, captured, config.owl_m, config.calib_dtype, f"{name} scores")
-    with_units = [b for b in blocks if b.name in dense.outlier_ratios]
+    return ChannelPlan(name, dense.outlier_ratios, [(taylor or dense.activation)[id(g)] for g in groups])
+
+
+def cut_channels(plan: ChannelPlan, blocks: list[Block], groups: list[ChannelGroup], target: float, config: PruneConfig) -> StructuredPart:
+    """Budget the blocks (OWL or uniform) and remove each group's lowest-scored units; `groups` in the plan's order."""
+    with_units = [b for b in blocks if b.name in plan.outlier_ratios]
     removable = [sum(g.params for g in groups if g.block == b.name) for b in with_units]
-    outliers = [dense.outlier_ratios[b.name] for b in with_units]
+    outliers = [plan.outlier_ratios[b.name] for b in with_units]
     sparsities = _block_sparsities(config, outliers, removable, target)
     counts = removal_counts(groups, {b.name: s for b, s in zip(with_units, sparsities)})
-    part = StructuredPart(name, target, with_units, removable, sparsities, outliers if config.ratios == "owl" else None)
-    for g in groups:
-        scores = (taylor or dense.activation)[id(g)]
+    part = StructuredPart(plan.name, target, with_units, removable, sparsities, outliers if config.ratios == "owl" else None)
+    for g, scores in zip(groups, plan.scores):
         part.removed_units.setdefault(g.block, {})[g.kind] = counts[id(g)]
         if counts[id(g)]:
             _cut(g, scores, counts[id(g)])
     return part
+
+
+def prune_channels(name: str, blocks: list[Block], groups: list[ChannelGroup], captured, target: float, config: PruneConfig,
+                   taylor: dict[int, torch.Tensor] | None) -> StructuredPart:
+    return cut_channels(score_channels(name, blocks, groups, captured, config, taylor), blocks, groups, target, config)
 
 
 def prune_layers(lm: PreTrainedModel, blocks: list[Block], captured, target: float, config: PruneConfig) -> StructuredPart:
@@ -147,19 +165,50 @@ def _taylor_inputs(vlm: DrivingVLM, calib: CalibrationSet, config: PruneConfig) 
     return frame_samples(calib.samples), frame_losses(vlm, config.importance == "taylor-conflict")
 
 
-def prune_vlm_structured(vlm: DrivingVLM, calib: CalibrationSet, config: PruneConfig) -> list[StructuredPart]:
-    """Prune the DrivingVLM in place by config.structure; its configs record the new widths."""
+def channel_groups(vlm: DrivingVLM) -> tuple[list[Block], list[ChannelGroup], list[Block], list[ChannelGroup]]:
+    """Encoder blocks and groups, LM blocks and groups, always built in the same order (copies line up)."""
+    enc_blocks, llm_blocks = encoder_blocks(vlm), lm_blocks(vlm)
+    return (enc_blocks, [g for b in enc_blocks for g in encoder_groups(b)],
+            llm_blocks, [g for b in llm_blocks for g in lm_groups(b)])
+
+
+def check_vlm(vlm: DrivingVLM, calib: CalibrationSet, config: PruneConfig) -> None:
     if vlm.encoder.config.kind != "efficientnet_lite0" and config.encoder_sparsity > 0:
         raise OwledError(f"structured pruning of a {vlm.encoder.config.kind} encoder is not supported; use --encoder-sparsity 0")
     if config.encoder_sparsity > 0 and not calib.has_images:
         raise OwledError(f"calibration source {calib.source!r} has no images: the encoder cannot be calibrated (use --encoder-sparsity 0)")
-    enc_blocks, llm_blocks = encoder_blocks(vlm), lm_blocks(vlm)
-    enc_groups = [g for b in enc_blocks for g in encoder_groups(b)] if config.encoder_sparsity > 0 else []
-    llm_groups = [g for b in llm_blocks for g in lm_groups(b)] if config.structure == "channels" and config.llm_sparsity > 0 else []
-    taylor = None
-    if config.importance != "activation" and (enc_groups or llm_groups):
-        samples, losses = _taylor_inputs(vlm, calib, config)
-        taylor = _taylor_for(enc_groups + llm_groups, samples, losses, config)
+
+
+def vlm_taylor(vlm: DrivingVLM, calib: CalibrationSet, config: PruneConfig, groups: list[ChannelGroup]) -> dict[int, torch.Tensor] | None:
+    """Taylor scores of the groups on the dense model (None for activation importance)."""
+    if config.importance == "activation" or not groups:
+        return None
+    samples, losses = _taylor_inputs(vlm, calib, config)
+    return _taylor_for(groups, samples, losses, config)
+
+
+def cut_vlm(vlm: DrivingVLM, plans: dict[str, ChannelPlan], encoder: float, llm: float, config: PruneConfig) -> list[StructuredPart]:
+    """Cut a DrivingVLM (the scored one or a copy of it) to these targets from the dense plans; record the widths."""
+    enc_blocks, enc_groups, llm_blocks, llm_groups = channel_groups(vlm)
+    parts = [StructuredPart("encoder", 0.0, [], [], [])]
+    if encoder > 0:
+        parts[0] = cut_channels(plans["encoder"], enc_blocks, enc_groups, encoder, config)
+        vlm.encoder.config.mid_channels = _encoder_widths(vlm)
+    if llm > 0:
+        parts.append(cut_channels(plans["llm"], llm_blocks, llm_groups, llm, config))
+        record_widths(vlm.lm)
+    return parts
+
+
+def prune_vlm_structured(vlm: DrivingVLM, calib: CalibrationSet, config: PruneConfig) -> list[StructuredPart]:
+    """Prune the DrivingVLM in place by config.structure; its configs record the new widths.
+
+    The encoder is cut before the LM is scored, so the LM's statistics see the pruned encoder."""
+    check_vlm(vlm, calib, config)
+    enc_blocks, enc_groups, llm_blocks, llm_groups = channel_groups(vlm)
+    enc_groups = enc_groups if config.encoder_sparsity > 0 else []
+    llm_groups = llm_groups if config.structure == "channels" and config.llm_sparsity > 0 else []
+    taylor = vlm_taylor(vlm, calib, config, enc_groups + llm_groups)
     parts = []
     with torch.no_grad():
         if enc_groups:

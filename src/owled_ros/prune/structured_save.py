@@ -20,6 +20,7 @@ from owled_ros.model.widths import measured_widths
 from owled_ros.prune.config import PruneConfig
 from owled_ros.prune.save import write_pruned, write_report
 from owled_ros.prune.structured import prune_lm_structured, prune_vlm_structured
+from owled_ros.prune.structured_latency import LatencyBudget, prune_vlm_for_latency
 from owled_ros.prune.structured_report import dense_numels, structured_report
 from owled_ros.prune.vlm import encoder_blocks, lm_blocks
 from owled_ros.prune.layers import make_blocks
@@ -29,14 +30,21 @@ def _params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def prune_vlm_to(vlm: DrivingVLM, calib: CalibrationSet, config: PruneConfig, out: Path, calibration: dict, start: float) -> dict:
-    """Prune the loaded DrivingVLM structurally, save it to `out`; returns the report."""
+def prune_vlm_to(vlm: DrivingVLM, calib: CalibrationSet, config: PruneConfig, out: Path, calibration: dict, start: float,
+                 budget: LatencyBudget | None = None) -> dict:
+    """Prune the loaded DrivingVLM structurally (to the split a latency budget picks, if given), save it to `out`; returns the report."""
     dense = dense_numels(encoder_blocks(vlm) + lm_blocks(vlm))
     before = _params(vlm)
-    parts = prune_vlm_structured(vlm, calib, config)
+    latency = None
+    if budget is None:
+        parts = prune_vlm_structured(vlm, calib, config)
+    else:
+        parts, config, latency = prune_vlm_for_latency(vlm, calib, config, budget)
     widths = {"encoder_mid_channels": list(vlm.encoder.config.mid_channels or []), "llm": measured_widths(vlm.lm).to_dict()}
     params = {"before": before, "after": _params(vlm)}
     report = structured_report(config, parts, dense, calibration, time.perf_counter() - start, params, widths)
+    if latency is not None:
+        report["latency_budget"] = latency
     write_pruned(vlm, report, out)
     return report
 
