@@ -19,6 +19,7 @@ from owled_ros.cpu import has_vnni
 from owled_ros.errors import OwledError
 from owled_ros.fsutil import save_safetensors_atomic
 from owled_ros.model.lm import check_hf_dir
+from owled_ros.model.widths import apply_widths
 
 INT8_WEIGHTS = "model.int8.safetensors"
 _Q, _S = ".int8", ".scale"
@@ -61,6 +62,7 @@ def load_int8_lm(path: Path, quantize: bool) -> tuple[PreTrainedModel, PreTraine
     config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     with no_init_weights():  # which also skips tying: tie here, as the saved model was
         lm = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    apply_widths(lm)  # a structurally pruned LM's smaller layers (model/widths.py)
     lm.tie_weights()
     names = {id(p): n for n, p in lm.named_parameters()}  # tied weights appear once, as saved
     linears = [(n, m) for n, m in lm.named_modules() if isinstance(m, nn.Linear)] if quantize else []
