@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from owled_ros.kinematics import TIME_GAP_S, braking_distance, stop_zone
 from owled_ros.vocab import Action, LightState, ObjectPosition
 
 if TYPE_CHECKING:
@@ -38,10 +39,6 @@ if TYPE_CHECKING:
 
 SPEED_LIMIT_MPS = 25.0
 LIMIT_BAND_MPS = 2.0
-COMFORT_DECEL_MPS2 = 3.0
-REACTION_S = 1.0
-STOP_MARGIN_M = 15.0
-TIME_GAP_S = 2.0
 HOLD_SPEED_MPS = 2.0
 SLOW_LEAD_MPS = 8.0
 VEHICLES = ("car", "truck")
@@ -52,15 +49,6 @@ class ExpertDecision:
     action: Action
     target_speed_mps: float
     reason: str
-
-
-def braking_distance(speed_mps: float) -> float:
-    return speed_mps**2 / (2 * COMFORT_DECEL_MPS2)
-
-
-def stop_zone(speed_mps: float) -> float:
-    """Distance inside which a stop cue means braking now rather than approaching."""
-    return STOP_MARGIN_M + speed_mps * REACTION_S + braking_distance(speed_mps)
 
 
 def _floor_half(x: float) -> float:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedTokenizerBase
 
-from owled_ros.data.expert import TIME_GAP_S, braking_distance, stop_zone
+from owled_ros.kinematics import TIME_GAP_S, braking_distance, stop_zone
 from owled_ros.schema import VehicleState
 
 FRAME_QUESTION = "Describe the scene and the action."
