@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+BACKENDS = ("torch", "onnxruntime", "openvino")
+CHOICES = (*BACKENDS, "auto")
+
 
 @dataclass(frozen=True)
 class DeployConfig:
@@ -10,11 +13,16 @@ class DeployConfig:
     calib: str = "scenes"
     calib_samples: int = 32
     down_alpha: float | None = None  # down_proj's own alpha (None: alpha)
+    backend: str = "torch"  # torch, onnxruntime, openvino, or auto: the fastest that passes the gate here
+    gate_frames: int = 8  # calibration frames every backend answers before it is accepted (and timed)
+    max_new_tokens: int = 64  # the node's token budget, for the gate's answers and timings
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"--alpha must be in [0, 1], got {self.alpha}")
         if self.down_alpha is not None and not 0.0 <= self.down_alpha <= 1.0:
             raise ValueError(f"--down-alpha must be in [0, 1], got {self.down_alpha}")
+        if self.gate_frames < 1:
+            raise ValueError(f"--gate-frames must be at least 1, got {self.gate_frames}")
         if self.calib_samples < 1:
             raise ValueError(f"empty calibration set: --calib-samples must be at least 1, got {self.calib_samples}")

@@ -1,0 +1,89 @@
+"""Before a backend is accepted: does it answer like the fp32 model, and how fast is it here?
+
+The check runs on calibration frames with the node's question. The fp32 model answers
+greedily; the candidate must (1) give the same action on at least `min_action_agreement` of
+the frames, and (2) put close to the same next-token distribution on the fp32 answer, teacher-
+forced: the mean over answer tokens of KL(fp32 || candidate) at most `max_token_kl` nats.
+Timing: the same frames answered one by one (batch 1, the node's question and token budget),
+after one warm-up frame; the median frame is kept.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from owled_ros.data.calibration import VisualSample
+from owled_ros.model.prompt import FRAME_QUESTION
+from owled_ros.model.vlm import DrivingVLM
+from owled_ros.runtime.answer import parse_answer
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    min_action_agreement: float = 0.85
+    max_token_kl: float = 0.1
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The fp32 model's answers on the gate frames, computed once for every candidate."""
+
+    texts: tuple[str, ...]
+    actions: tuple[str, ...]
+    log_probs: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    backend: str
+    action_agreement: float
+    token_kl: float
+    frame_ms_p50: float
+    accepted: bool
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+@torch.no_grad()
+def torch_answer_log_probs(vlm: DrivingVLM, sample: VisualSample, answer: str) -> np.ndarray:
+    """(answer tokens, vocab) next-token log-probabilities of a torch DrivingVLM, teacher-forced."""
+    embeds, mask, spans = vlm.lm_inputs(vlm.visual_embeds([sample.image]), [sample.state], [FRAME_QUESTION], [answer])
+    start, ans = spans[0]
+    logits = vlm.lm(inputs_embeds=embeds, attention_mask=mask).logits[0, start - 1 : start - 1 + len(ans)]
+    return logits.float().log_softmax(-1).numpy()
+
+
+def log_probs_of(model: object, sample: VisualSample, answer: str) -> np.ndarray:
+    if isinstance(model, DrivingVLM):
+        return torch_answer_log_probs(model, sample, answer)
+    return model.answer_log_probs(sample.image, sample.state, FRAME_QUESTION, answer)
+
+
+def reference(vlm: DrivingVLM, frames: list[VisualSample], max_new_tokens: int) -> Reference:
+    gens = [vlm.generate([f.image], [f.state], [FRAME_QUESTION], max_new_tokens)[0] for f in frames]
+    texts = tuple(g.text for g in gens)
+    return Reference(
+        texts, tuple(parse_answer(g).action.name for g in gens), tuple(log_probs_of(vlm, f, t) for f, t in zip(frames, texts))
+    )
+
+
+def judge(
+    backend: str, model: object, frames: list[VisualSample], ref: Reference, gate: GateConfig, max_new_tokens: int
+) -> Verdict:
+    """Answer every frame (timed), compare actions and teacher-forced distributions with the reference."""
+    model.generate([frames[0].image], [frames[0].state], [FRAME_QUESTION], max_new_tokens)  # warm-up
+    times, same, kls = [], 0, []
+    for frame, ref_action, ref_text, ref_lp in zip(frames, ref.actions, ref.texts, ref.log_probs):
+        start = time.perf_counter()
+        gen = model.generate([frame.image], [frame.state], [FRAME_QUESTION], max_new_tokens)[0]
+        times.append(time.perf_counter() - start)
+        same += parse_answer(gen).action.name == ref_action
+        got = log_probs_of(model, frame, ref_text)
+        kls.append(float((np.exp(ref_lp) * (ref_lp - got)).sum(-1).mean()))
+    agreement, kl = same / len(frames), float(np.mean(kls))
+    accepted = agreement >= gate.min_action_agreement and kl <= gate.max_token_kl
+    return Verdict(backend, agreement, kl, 1000 * float(np.median(times)), accepted)

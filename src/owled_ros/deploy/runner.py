@@ -1,0 +1,162 @@
+"""A deployed model run by an exported runtime: the same `generate` as DrivingVLM, no torch LM.
+
+What stays in Python: the tokenizer, the prompt assembly (model.vlm.assemble_lm_inputs, the
+very function DrivingVLM uses), the image resize, the token embedding table (int8 rows, one
+scale each, de-quantized per looked-up token: a quarter of its fp32 memory) and the greedy
+loop. The encoder + projector and the LM steps run in the backend (deploy/backends.py).
+Batch 1, as the node runs; a batch is answered frame by frame.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoTokenizer
+
+from owled_ros.deploy.backends import Graphs, load_graphs
+from owled_ros.errors import OwledError
+from owled_ros.model.encoders import EncoderConfig, VisionEncoder
+from owled_ros.model.int8 import pack, unpack
+from owled_ros.model.vlm import Generation, assemble_lm_inputs, to_generation
+from owled_ros.schema import VehicleState
+
+RUNTIME_DIR = "runtime"
+BACKEND_FILE = "backend.json"
+EMBED_FILE = "embed.int8.safetensors"
+
+
+class Int8Embedding(nn.Module):
+    """An embedding table stored as int8 rows (model/int8.py's format), de-quantized on lookup."""
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.q, self.scale = q, scale
+
+    @classmethod
+    def of(cls, weight: torch.Tensor) -> Int8Embedding:
+        return cls(*pack(weight.detach().float()))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return unpack(self.q[ids], self.scale[ids])
+
+
+class RuntimeVLM:
+    """Duck-types DrivingVLM where the pipeline and evaluation use it: `generate`, `tokenizer`, `meta`."""
+
+    def __init__(
+        self, graphs: Graphs, tokenizer, embed: nn.Module, encoder_config: EncoderConfig, geometry: tuple[int, int, int], meta: dict
+    ) -> None:
+        self.graphs, self.tokenizer, self.embed, self.meta = graphs, tokenizer, embed, meta
+        self.preprocessor = VisionEncoder(encoder_config)  # resize + normalize only: no weights
+        self.geometry = geometry  # (layers, kv heads, head dim) of the KV cache
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    @property
+    def prompt_cues(self) -> bool:
+        return bool(self.meta.get("prompt_cues", False))
+
+    def _prompt(self, image: np.ndarray, state: VehicleState | None, question: str, answer: str | None = None):
+        pixels = self.preprocessor.preprocess([image]).numpy()
+        visual = torch.from_numpy(self.graphs.vision(pixels))
+        answers = None if answer is None else [answer]
+        embeds, _mask, spans = assemble_lm_inputs(self.tokenizer, self.embed, visual, [state], [question], answers, False, self.prompt_cues)
+        return embeds.numpy(), spans[0]
+
+    def _empty_cache(self) -> tuple[np.ndarray, np.ndarray]:
+        layers, heads, dim = self.geometry
+        empty = np.zeros((layers, 1, heads, 0, dim), np.float32)
+        return empty, empty
+
+    def generate_one(self, image: np.ndarray, state: VehicleState | None, question: str, max_new_tokens: int = 48) -> Generation:
+        embeds, _ = self._prompt(image, state, question)
+        keys, values = self._empty_cache()
+        positions = np.arange(embeds.shape[1], dtype=np.int64)[None]
+        ids, probs = [], []
+        for _ in range(max_new_tokens):
+            logits, keys, values = self.graphs.lm_step(embeds, positions, keys, values)
+            p = _softmax(logits[0])
+            token = int(p.argmax())
+            ids.append(token)
+            probs.append(float(p[token]))
+            if token == self.tokenizer.eos_token_id:
+                break
+            embeds = self.embed(torch.tensor([token])).numpy()[None]
+            positions = positions[:, -1:] + 1
+        return to_generation(self.tokenizer, ids, probs)
+
+    def generate(self, images, states, questions, max_new_tokens: int = 48) -> list[Generation]:
+        return [self.generate_one(i, s, q, max_new_tokens) for i, s, q in zip(images, states, questions)]
+
+    def answer_log_probs(self, image: np.ndarray, state: VehicleState | None, question: str, answer: str) -> np.ndarray:
+        """Log-probabilities of the next token at each answer position, teacher-forced: (answer tokens, vocab)."""
+        embeds, (start, ans) = self._prompt(image, state, question, answer)
+        keys, values = self._empty_cache()
+        rows = []
+        for end in range(start, start + len(ans)):  # the prompt, then one answer token a step
+            begin = 0 if end == start else end - 1
+            logits, keys, values = self.graphs.lm_step(
+                embeds[:, begin:end], np.arange(begin, end, dtype=np.int64)[None], keys, values
+            )
+            rows.append(_log_softmax(logits[0]))
+        return np.stack(rows)
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64) - x.max()
+    return x - np.log(np.exp(x).sum())
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    return np.exp(_log_softmax(x))
+
+
+def read_backend(model_dir: Path) -> dict | None:
+    """The model directory's backend record (written by `owled deploy`), or None for a plain torch directory."""
+    file = Path(model_dir) / RUNTIME_DIR / BACKEND_FILE
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise OwledError(f"{file}: invalid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def kv_geometry_of(model_dir: Path) -> tuple[int, int, int]:
+    """(layers, kv heads, head dim) of a model directory's LM, from its config and weights' shapes."""
+    from safetensors import safe_open
+
+    from owled_ros.model.int8 import INT8_WEIGHTS
+
+    config = json.loads((model_dir / "lm" / "config.json").read_text())
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    with safe_open(str(model_dir / "lm" / INT8_WEIGHTS), "pt") as f:
+        rows = f.get_slice("model.layers.0.self_attn.k_proj.weight.int8").get_shape()[0]
+    return config["num_hidden_layers"], rows // head_dim, head_dim
+
+
+def open_runtime(model_dir: Path, backend: str, build_info: dict, threads: int) -> RuntimeVLM:
+    """The RuntimeVLM of a model directory's `runtime/<backend>` files."""
+    from safetensors.torch import load_file
+
+    from owled_ros.model.checkpoint import read_model_config
+
+    graphs = load_graphs(backend, model_dir / RUNTIME_DIR / backend, threads, build_info)
+    config = read_model_config(model_dir)
+    table = load_file(str(model_dir / RUNTIME_DIR / EMBED_FILE))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir / config["lm"], trust_remote_code=False, local_files_only=True)
+    meta = {**config.get("meta", {}), "backend": backend, "precision": "int8"}
+    embed = Int8Embedding(table["q"], table["scale"])
+    return RuntimeVLM(graphs, tokenizer, embed, EncoderConfig.from_dict(config["encoder"]), kv_geometry_of(model_dir), meta)
+
+
+def load_runtime(model_dir: Path, threads: int | None = None) -> RuntimeVLM:
+    """A RuntimeVLM for a directory deployed for onnxruntime or openvino."""
+    model_dir = Path(model_dir)
+    record = read_backend(model_dir)
+    if record is None or record.get("backend") in (None, "torch"):
+        raise OwledError(f"{model_dir}: not deployed for an exported runtime (no {RUNTIME_DIR}/{BACKEND_FILE} naming one)")
+    return open_runtime(model_dir, record["backend"], record.get("build", {}), threads or torch.get_num_threads())

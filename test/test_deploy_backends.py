@@ -1,0 +1,102 @@
+"""Exported runtimes: the ONNX graphs compute what the torch model computes, every backend is
+checked against fp32 before it is kept, and bad backend requests fail with one line."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from owled_ros.cli import main
+from owled_ros.data.calibration import load_calibration
+from owled_ros.deploy.acceptance import GateConfig, judge, log_probs_of, reference
+from owled_ros.deploy.backends import unavailable
+from owled_ros.deploy.build import deploy
+from owled_ros.deploy.config import DeployConfig
+from owled_ros.deploy.export import LM_ONNX, VISION_ONNX, export_onnx, kv_geometry
+from owled_ros.deploy.runner import BACKEND_FILE, RUNTIME_DIR, load_runtime, read_backend
+from owled_ros.errors import OwledError
+from owled_ros.model.checkpoint import load_vlm
+from owled_ros.model.prompt import FRAME_QUESTION
+from tiny_models import save_tiny_vlm
+
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return save_tiny_vlm(tmp_path_factory.mktemp("backends") / "tiny")
+
+
+def test_exported_graphs_compute_what_the_torch_model_computes(tiny, tmp_path) -> None:
+    vlm = load_vlm(tiny)
+    export_onnx(vlm, tmp_path)
+    lm = ort.InferenceSession(str(tmp_path / LM_ONNX))
+    ids = torch.randint(0, 1000, (1, 9))
+    with torch.no_grad():
+        embeds = vlm.lm.get_input_embeddings()(ids)
+        ref = vlm.lm(inputs_embeds=embeds).logits[0].numpy()
+    layers, heads, dim = kv_geometry(vlm.lm)
+    keys = values = np.zeros((layers, 1, heads, 0, dim), np.float32)
+    feed = lambda a, b, k, v: {"inputs_embeds": embeds[:, a:b].numpy(), "position_ids": np.arange(a, b)[None], "past_keys": k, "past_values": v}  # noqa: E731
+    logits, keys, values = lm.run(None, feed(0, 6, keys, values))  # prefill
+    assert np.abs(logits[0] - ref[5]).max() < 1e-4
+    for t in range(6, 9):  # decode steps through the KV cache
+        logits, keys, values = lm.run(None, feed(t, t + 1, keys, values))
+        assert np.abs(logits[0] - ref[t]).max() < 1e-4
+    assert keys.shape == (layers, 1, heads, 9, dim)
+    image = np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8)
+    visual = ort.InferenceSession(str(tmp_path / VISION_ONNX)).run(None, {"pixels": vlm.encoder.preprocess([image]).numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(visual - vlm.visual_embeds([image]).numpy()).max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def deployed(tiny, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ort") / "int8"
+    deploy(str(tiny), out, DeployConfig(calib_samples=2, backend="onnxruntime", gate_frames=2, max_new_tokens=6), 1, log=print)
+    return out
+
+
+def test_onnxruntime_deploy_records_its_check_and_answers_like_fp32(tiny, deployed) -> None:
+    record = read_backend(deployed)
+    assert record["backend"] == "onnxruntime" and record["machine"]["cpu"]
+    [timing] = record["timings"]
+    assert timing["accepted"] and timing["frame_ms_p50"] > 0
+    runtime, fp32 = load_runtime(deployed, threads=1), load_vlm(tiny)
+    frame = load_calibration("scenes", 1, fp32.tokenizer, 512).visual[0]
+    answer = fp32.generate([frame.image], [frame.state], [FRAME_QUESTION], 6)[0]
+    got, ref = log_probs_of(runtime, frame, answer.text), log_probs_of(fp32, frame, answer.text)
+    assert got.shape == ref.shape
+    assert float((np.exp(ref) * (ref - got)).sum(-1).max()) < 0.05  # int8 LM weights: close, not equal
+    gen = runtime.generate([frame.image], [frame.state], [FRAME_QUESTION], 6)[0]
+    assert 0 < len(gen.token_texts) <= 6 and all(0.0 < p <= 1.0 for p in gen.token_probs)
+    assert (deployed / "lm").is_dir()  # the torch int8 directory stays usable beside the runtime
+
+
+def test_the_gate_refuses_a_model_that_answers_otherwise(tiny) -> None:
+    fp32, broken = load_vlm(tiny), load_vlm(tiny)
+    with torch.no_grad():
+        broken.lm.get_decoder().norm.weight.mul_(30.0)  # what a wrong scale in a kernel would do
+    frames = list(load_calibration("scenes", 2, fp32.tokenizer, 512).visual)
+    ref = reference(fp32, frames, 6)
+    assert judge("fp32", fp32, frames, ref, GateConfig(), 6).accepted
+    verdict = judge("broken", broken, frames, ref, GateConfig(), 6)
+    assert not verdict.accepted and verdict.token_kl > GateConfig().max_token_kl
+
+
+def test_bad_backend_requests_fail_with_one_line(tiny, deployed, tmp_path, capsys) -> None:
+    assert main(["deploy", "--model", str(tiny), "--backend", "tensorrt", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown backend 'tensorrt'" in capsys.readouterr().err
+    with pytest.raises(OwledError, match="unknown backend"):
+        unavailable("tensorrt")
+    record_file = deployed / RUNTIME_DIR / BACKEND_FILE
+    record = json.loads(record_file.read_text())
+    try:
+        record_file.write_text(json.dumps({**record, "backend": "openvino"}))  # files of another backend
+        with pytest.raises(OwledError, match="openvino"):
+            load_runtime(deployed, threads=1)
+    finally:
+        record_file.write_text(json.dumps(record))
