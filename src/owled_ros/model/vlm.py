@@ -150,14 +150,15 @@ class DrivingVLM(nn.Module):
         return [to_generation(self.tokenizer, seqs[b].tolist(), picked[b].tolist()) for b in range(seqs.shape[0])]
 
     # ---- training -----------------------------------------------------------------------------
-    def answer_loss(
+    def answer_logits(
         self,
         visual: torch.Tensor,
         states: list[VehicleState | None],
         questions: list[str],
         answers: list[str],
-    ) -> torch.Tensor:
-        """Cross-entropy on answer tokens only; lm_head runs on those positions alone (49k vocab)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits that predict the answer tokens (lm_head runs on those positions alone, 49k vocab),
+        the answer token ids, and the batch's attention mask (right-padded)."""
         embeds, mask, spans = self.lm_inputs(visual, states, questions, answers, left_pad=False)
         hidden = self.lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         picks, targets = [], []
@@ -165,5 +166,15 @@ class DrivingVLM(nn.Module):
             positions = torch.arange(start - 1, start - 1 + len(ans), device=hidden.device)
             picks.append(hidden[b, positions])
             targets.append(torch.tensor(ans, device=hidden.device))
-        logits = self.lm.get_output_embeddings()(torch.cat(picks))
-        return F.cross_entropy(logits.float(), torch.cat(targets))
+        return self.lm.get_output_embeddings()(torch.cat(picks)), torch.cat(targets), mask
+
+    def answer_loss(
+        self,
+        visual: torch.Tensor,
+        states: list[VehicleState | None],
+        questions: list[str],
+        answers: list[str],
+    ) -> torch.Tensor:
+        """Cross-entropy on answer tokens only."""
+        logits, targets, _ = self.answer_logits(visual, states, questions, answers)
+        return F.cross_entropy(logits.float(), targets)

@@ -20,6 +20,10 @@ class TrainConfig:
     checkpoint_every: int = 50
     threads: int = 0  # 0: torch default
     device: str = "cpu"  # stage 2 runs here ("cuda" on a GPU machine); stage 1 and the exported files stay on the CPU
+    data: tuple[str, ...] = ("gen",)  # training sources, data/sources.py specs (KIND[:PATH][@WEIGHT])
+    val_share: float = 0.1  # share of a file source's scenes held out for validation
+    val_frames: int = 100  # validation frames per source scored after training (0: none)
+    ood_holdout: int = 500  # validation frames the OOD threshold is set on
 
 
 @dataclass
@@ -33,3 +37,22 @@ class EncoderTrainConfig:
     first_block: int = 9  # blocks before it stay frozen (their outputs are computed once)
     val_scenes: int = 500
     seed: int = 0
+
+
+@dataclass
+class RecoverConfig(TrainConfig):
+    """Distillation recovery of a pruned model (train/recover.py): its kept LM weights and projector
+    train against the dense teacher; the encoder stays as pruned (its features are computed once)."""
+
+    scenes: int = 400
+    steps: int = 100
+    batch: int = 4
+    lr: float = 2e-5
+    warmup: int = 10
+    checkpoint_every: int = 25
+    teacher: str = "default"
+    feature_weight: float = 1.0  # hidden states of the kept layers against the teacher's mapped layers
+    kl_weight: float = 1.0  # KL(teacher || student) on the answer-token logits
+    task_weight: float = 1.0  # cross-entropy on the answer tokens
+    temperature: float = 1.0  # of the KL
+    val_examples: int = 16  # held-out val examples on which the distillation loss is reported before and after
