@@ -7,7 +7,11 @@ evaluation would not give the same actions and texts.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -45,10 +49,42 @@ def fleet(bags: Path, model: Path, out: Path, *extra: str) -> tuple[int, dict]:
     return code, json.loads((out / FLEET_JSON).read_text())
 
 
+def _kill_workers(mark: str, after: Path, deadline_s: float = 180.0) -> list[int]:
+    """Once `after` holds a result, SIGKILL every fleet worker process (Ray names them
+    ray::BagScorer...) started under `mark`; their pids."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end and not (after.is_dir() and any(after.iterdir())):
+        time.sleep(0.02)
+    killed: list[int] = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"ray::BagScorer" in (proc / "cmdline").read_bytes():
+                if f"OWLED_FLEET_TEST={mark}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    killed.append(int(proc.name))
+        except OSError:
+            continue
+    return killed
+
+
 @pytest.fixture(scope="module")
 def first(bags: Path, model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, Path]:
+    """The fleet on two workers, both killed (SIGKILL) as soon as the first bag's result is
+    written. The queue is corrupt, drive_b (5 frames), drive_a (3): one worker fails the corrupt
+    bag at once and takes drive_a, the other is still on the longer drive_b when drive_a is
+    written. Ray restarts both and runs drive_b again."""
     out = tmp_path_factory.mktemp("fleet") / "out"
-    code, report = fleet(bags, model, out, "--workers", "2")
+    mark = f"{os.getpid()}-{time.monotonic_ns()}"
+    os.environ["OWLED_FLEET_TEST"] = mark  # inherited by this run's Ray workers only
+    killed: list[int] = []
+    killer = threading.Thread(target=lambda: killed.extend(_kill_workers(mark, out / BAGS_DIR)), daemon=True)
+    killer.start()
+    try:
+        code, report = fleet(bags, model, out, "--workers", "2")
+    finally:
+        del os.environ["OWLED_FLEET_TEST"]
+    killer.join(timeout=5)
+    assert killed, "no worker was killed"
     return code, report, out
 
 
@@ -56,7 +92,7 @@ def rows_by_name(report: dict) -> dict[str, dict]:
     return {Path(r["bag"]).name: r for r in report["rows"]}
 
 
-def test_two_scored_one_failed_with_its_error(first: tuple[int, dict, Path]) -> None:
+def test_two_scored_one_failed_with_its_error_though_a_worker_was_killed(first: tuple[int, dict, Path]) -> None:
     code, report, out = first
     assert code == 1  # some bag failed
     assert (report["bags"], report["bags_scored"], report["bags_failed"], report["workers"]) == (3, 2, 1, 2)
