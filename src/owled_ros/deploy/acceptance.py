@@ -34,6 +34,7 @@ class Reference:
     texts: tuple[str, ...]
     actions: tuple[str, ...]
     log_probs: tuple[np.ndarray, ...]
+    frame_ms_p50: float  # the fp32 torch model's own time on the frames: what the backends' times compare with
 
 
 @dataclass(frozen=True)
@@ -63,27 +64,34 @@ def log_probs_of(model: object, sample: VisualSample, answer: str) -> np.ndarray
     return model.answer_log_probs(sample.image, sample.state, FRAME_QUESTION, answer)
 
 
+def _timed_answers(model: object, frames: list[VisualSample], max_new_tokens: int) -> tuple[list, float]:
+    """Each frame answered alone after one warm-up frame; (generations, median ms)."""
+    model.generate([frames[0].image], [frames[0].state], [FRAME_QUESTION], max_new_tokens)
+    gens, times = [], []
+    for frame in frames:
+        start = time.perf_counter()
+        gens.append(model.generate([frame.image], [frame.state], [FRAME_QUESTION], max_new_tokens)[0])
+        times.append(time.perf_counter() - start)
+    return gens, 1000 * float(np.median(times))
+
+
 def reference(vlm: DrivingVLM, frames: list[VisualSample], max_new_tokens: int) -> Reference:
-    gens = [vlm.generate([f.image], [f.state], [FRAME_QUESTION], max_new_tokens)[0] for f in frames]
+    gens, ms = _timed_answers(vlm, frames, max_new_tokens)
     texts = tuple(g.text for g in gens)
-    return Reference(
-        texts, tuple(parse_answer(g).action.name for g in gens), tuple(log_probs_of(vlm, f, t) for f, t in zip(frames, texts))
-    )
+    actions = tuple(parse_answer(g).action.name for g in gens)
+    return Reference(texts, actions, tuple(log_probs_of(vlm, f, t) for f, t in zip(frames, texts)), ms)
 
 
 def judge(
     backend: str, model: object, frames: list[VisualSample], ref: Reference, gate: GateConfig, max_new_tokens: int
 ) -> Verdict:
     """Answer every frame (timed), compare actions and teacher-forced distributions with the reference."""
-    model.generate([frames[0].image], [frames[0].state], [FRAME_QUESTION], max_new_tokens)  # warm-up
-    times, same, kls = [], 0, []
-    for frame, ref_action, ref_text, ref_lp in zip(frames, ref.actions, ref.texts, ref.log_probs):
-        start = time.perf_counter()
-        gen = model.generate([frame.image], [frame.state], [FRAME_QUESTION], max_new_tokens)[0]
-        times.append(time.perf_counter() - start)
-        same += parse_answer(gen).action.name == ref_action
+    gens, ms = _timed_answers(model, frames, max_new_tokens)
+    agreement = float(np.mean([parse_answer(g).action.name == a for g, a in zip(gens, ref.actions)]))
+    kls = []
+    for frame, ref_text, ref_lp in zip(frames, ref.texts, ref.log_probs):
         got = log_probs_of(model, frame, ref_text)
         kls.append(float((np.exp(ref_lp) * (ref_lp - got)).sum(-1).mean()))
-    agreement, kl = same / len(frames), float(np.mean(kls))
+    kl = float(np.mean(kls))
     accepted = agreement >= gate.min_action_agreement and kl <= gate.max_token_kl
-    return Verdict(backend, agreement, kl, 1000 * float(np.median(times)), accepted)
+    return Verdict(backend, agreement, kl, ms, accepted)

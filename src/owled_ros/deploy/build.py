@@ -94,6 +94,7 @@ def deploy(spec: str, out: Path, config: DeployConfig, threads: int, log: Callab
             "backend": choice.backend,
             "machine": machine_info(threads),
             "gate": asdict(GateConfig()),
+            "fp32_frame_ms_p50": round(ref.frame_ms_p50, 1),
             "timings": [v.to_dict() for v in verdicts],
             "skipped": notes,
             "build": builds.get(choice.backend, {}),
