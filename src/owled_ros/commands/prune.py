@@ -178,11 +178,14 @@ def _prune_then_recover(args: argparse.Namespace, out: Path) -> int:
 
     from owled_ros.commands.recover import command_line
     from owled_ros.errors import OwledError
+    from owled_ros.model.lm import plain_lm_dir
     from owled_ros.train.config import RecoverConfig
     from owled_ros.train.recover import default_work_dir, recover
 
     if args.recover_steps < 0:
         raise OwledError(f"--recover-steps must be 0 or more, got {args.recover_steps}")
+    if plain_lm_dir(args.model) is not None:
+        raise OwledError(f"{args.model}: --recover-steps distils a DrivingVLM on driving scenes; prune a plain LM without it")
     work = default_work_dir(out)
     pruned, settings = work / "pruned", work / "prune_args.json"
     mine = json.dumps({k: v for k, v in vars(args).items() if k not in ("out", "recover_steps", "func")}, sort_keys=True, default=str)
