@@ -51,3 +51,8 @@ class FrameResult:
     latency_ms: float
     state_fresh: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
+    ood_score: float | None = None  # distance from the training frames over the threshold (model/ood.py); None: unavailable
+
+    @property
+    def out_of_distribution(self) -> bool:
+        return self.ood_score is not None and self.ood_score > 1.0

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from owled_ros.errors import OwledError
@@ -27,6 +28,7 @@ from owled_ros.model.encoders import EncoderConfig, EfficientNetEncoder, HFVisio
 from owled_ros.model.int8 import load_int8_lm, save_int8_lm
 from owled_ros.model.lm import PICKLE_SUFFIXES, check_hf_dir, load_default_lm, load_hf_lm
 from owled_ros.model.lora import LoraConfig, apply_lora_delta
+from owled_ros.model.ood import OOD_FILE, OodStats
 from owled_ros.model.projector import MLPProjector, ProjectorConfig
 from owled_ros.model.vlm import DrivingVLM
 
@@ -82,6 +84,8 @@ def save_vlm(
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
         for name, content in (extra or {}).items():
             (tmp / name).write_bytes(content)
+        if vlm.ood is not None:  # a pruned or int8 model keeps the statistics of the model it came from
+            vlm.ood.save(tmp / OOD_FILE)
         tmp.chmod(0o755)  # mkdtemp made it owner-only
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -172,8 +176,20 @@ def load_vlm(spec: str | Path, precision: str = "auto") -> DrivingVLM:
         meta["int8"] = config.get("int8", {})
         meta["precision"] = "fp32" if precision == "fp32" else "int8"
     vlm = DrivingVLM(encoder, projector, lm, tokenizer, meta)
+    vlm.ood = load_ood(path)
     vlm.eval()
     return vlm
+
+
+def load_ood(path: Path) -> OodStats | None:
+    """The directory's OOD statistics; None (the flag is unavailable) when it has none, e.g. an older model."""
+    file = path / OOD_FILE
+    if not file.is_file():
+        return None
+    try:
+        return OodStats.load(file)
+    except (ValueError, OSError, SafetensorError) as err:
+        raise OwledError(f"{file}: unreadable OOD statistics ({err})") from None
 
 
 def assemble_vlm(lm_spec: str, encoder_spec: str, encoder_config: EncoderConfig | None = None) -> DrivingVLM:

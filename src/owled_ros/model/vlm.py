@@ -14,6 +14,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from owled_ros.model.encoders import VisionEncoder
+from owled_ros.model.ood import OodStats
 from owled_ros.model.projector import MLPProjector
 from owled_ros.model.prompt import end_of_answer, split_prompt
 from owled_ros.schema import VehicleState
@@ -90,6 +91,7 @@ class DrivingVLM(nn.Module):
         self.lm = lm
         self.tokenizer = tokenizer
         self.meta = dict(meta or {})
+        self.ood: OodStats | None = None  # out-of-distribution statistics (model/ood.py); None: unavailable
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 

@@ -35,6 +35,7 @@ from owled_ros.model.checkpoint import CONFIG_NAME, WHEEL_ENCODER, WHEEL_LM, rea
 from owled_ros.model.encoders import EncoderConfig, build_encoder
 from owled_ros.model.lm import check_hf_dir, default_lm_dir
 from owled_ros.model.lora import LoraConfig, apply_lora_delta
+from owled_ros.model.ood import OOD_FILE
 from owled_ros.model.projector import MLPProjector, ProjectorConfig
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.prune.apply import prune_part
@@ -270,5 +271,7 @@ def prune_vlm_dir(opened: StreamedVLM, calib: CalibrationSet, config: PruneConfi
         written = {k: v for k, v in opened.config.items() if k != "lora"}
         written.update(encoder_weights="encoder.safetensors", lm="lm", meta=vlm.meta)
         (model_dir / CONFIG_NAME).write_text(json.dumps(written, indent=2))
+        if (opened.src / OOD_FILE).is_file():  # the source's OOD statistics travel with the pruned model
+            shutil.copy2(opened.src / OOD_FILE, model_dir / OOD_FILE)
         write_report(report, model_dir)
     return report

@@ -37,6 +37,8 @@ def scene_message(header: Header, result: FrameResult, state: VehicleState | Non
         ego_speed_mps=_or_nan(speed),
         model_latency_ms=float(result.latency_ms),
         model_id=model_id,
+        ood_score=_or_nan(result.ood_score),
+        out_of_distribution=result.out_of_distribution,
     )
 
 
@@ -51,6 +53,8 @@ def action_message(header: Header, result: FrameResult) -> ActionPrediction:
         reasoning=action.reasoning,
         vehicle_state_fresh=result.state_fresh,
         model_latency_ms=float(result.latency_ms),
+        ood_score=_or_nan(result.ood_score),
+        out_of_distribution=result.out_of_distribution,
     )
 
 

@@ -82,7 +82,7 @@ class OwledNode(LifecycleNode):
         from owled_ros.runtime.pipeline import PipelineConfig, load_pipeline
 
         started = time.perf_counter()
-        config = PipelineConfig(self.params.max_new_tokens, self.params.prompt or FRAME_QUESTION)
+        config = PipelineConfig(self.params.max_new_tokens, self.params.prompt or FRAME_QUESTION, self.params.ood_action)
         loaded: Future = Future()
         self._stop.clear()
         self._worker = threading.Thread(
@@ -239,7 +239,8 @@ class OwledNode(LifecycleNode):
         published = time.perf_counter()
         overhead_ms = (pending.callback_s + (paired - start) + (published - returned)) * 1e3
         self._last_pairing = pairing
-        self._stats.frame_done(result.latency_ms, overhead_ms, (published - pending.received) * 1e3, result.state_fresh)
+        self._stats.frame_done(result.latency_ms, overhead_ms, (published - pending.received) * 1e3, result.state_fresh,
+                               None if result.ood_score is None else result.out_of_distribution)
 
     # ---- diagnostics ----------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -261,6 +262,12 @@ class OwledNode(LifecycleNode):
             )
         elif snap.rejected_total > self._reported_rejects:
             level, message = DiagnosticStatus.WARN, f"{snap.rejected_total - self._reported_rejects} inputs rejected"
+        elif snap.ood_rate is not None and snap.ood_rate > self.params.ood_warn_rate:
+            level, message = DiagnosticStatus.WARN, f"{snap.ood_rate:.0%} of the latest frames out of distribution"
+            self.get_logger().warning(
+                f"{message}: the model's answers are not grounded on this camera (see docs/ood.md)",
+                throttle_duration_sec=WARN_THROTTLE_S,
+            )
         elif pairing is not None and not pairing.fresh:
             level, message = DiagnosticStatus.WARN, "vehicle state stale or missing"
         self._reported_rejects = snap.rejected_total
@@ -279,6 +286,9 @@ class OwledNode(LifecycleNode):
             "state_age_s": f"{pairing.age_s:.3f}" if pairing and pairing.age_s is not None else "none",
             "frames_with_stale_state": snap.stale_state,
             "camera_age_s": f"{camera_age:.3f}",
+            "ood_available": self._pipeline is not None and self._pipeline.vlm.ood is not None,
+            "frames_out_of_distribution": snap.out_of_distribution,
+            "ood_rate": "none" if snap.ood_rate is None else f"{snap.ood_rate:.3f}",
         }
         for name, window in (("latency_ms", snap.latency_ms), ("overhead_ms", snap.overhead_ms), ("frame_age_ms", snap.age_ms)):
             if window is not None:

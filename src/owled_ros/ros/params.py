@@ -19,6 +19,7 @@ from rclpy.validate_full_topic_name import validate_full_topic_name
 
 from owled_ros.model import PRECISIONS
 from owled_ros.runtime.gate import GateConfig
+from owled_ros.runtime.ood import OOD_ACTIONS
 
 CAMERA_TYPE_NAMES = ("image", "compressed")
 STATE_TYPE_NAMES = ("odometry", "twist", "speed")
@@ -51,6 +52,8 @@ class NodeParams:
     diagnostics_period_s: float
     camera_timeout_s: float
     max_image_side: int
+    ood_action: str
+    ood_warn_rate: float
 
 
 def _model(value: str) -> str | None:
@@ -74,6 +77,10 @@ def _one_of(*allowed: str) -> Callable[[str], str | None]:
 
 def _positive(value: float) -> str | None:
     return None if math.isfinite(value) and value > 0 else "must be a finite number > 0"
+
+
+def _fraction(value: float) -> str | None:
+    return None if math.isfinite(value) and 0 < value <= 1 else "must be in (0, 1]"
 
 
 def _not_negative(value: float) -> str | None:
@@ -116,6 +123,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("diagnostics_period_s", 1.0, "period of diagnostic_msgs/DiagnosticArray on /diagnostics", _positive),
     ParamSpec("camera_timeout_s", 2.0, "warn when no camera frame arrived for this long while active", _positive),
     ParamSpec("max_image_side", 4096, "largest accepted image width or height in pixels", _in_range(16, 16384)),
+    ParamSpec("ood_action", "publish", "for a frame out of the model's training distribution: publish (flagged) or unknown (ACTION_UNKNOWN with the reason)", _one_of(*OOD_ACTIONS)),
+    ParamSpec("ood_warn_rate", 0.2, "/diagnostics warns when more than this share of the latest frames is out of distribution", _fraction),
 )
 PARAMETER_NAMES: tuple[str, ...] = tuple(spec.name for spec in PARAMETERS)
 

@@ -4,6 +4,10 @@ The model is asked one question per frame (prompt.FRAME_QUESTION) and answers
 "<description> Action: <action phrase>. <reason>"; runtime/answer.py reads it back
 (description -> objects and light, action, reasoning, stated target, confidence).
 
+With OOD statistics in the model (model/ood.py), every frame also gets an ood_score from the
+encoder tokens the projector receives; `ood_action` (runtime/ood.py) says what happens to the
+action of a frame scored out of distribution.
+
 A stale vehicle state is neither shown to the model nor used for the target speed: an
 old speed misleads more than "Speed unknown.".
 """
@@ -20,6 +24,7 @@ from owled_ros.model.checkpoint import load_vlm, resolve_model_dir
 from owled_ros.model.prompt import FRAME_QUESTION
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.runtime.answer import parse_answer, parse_description
+from owled_ros.runtime.ood import OOD_ACTIONS, apply_ood_action
 from owled_ros.schema import ActionResult, FrameResult, VehicleState
 from owled_ros.vocab import Action
 
@@ -31,8 +36,11 @@ ACCELERATE_STEP_MPS = 2.0
 class PipelineConfig:
     max_new_tokens: int = 64
     question: str = FRAME_QUESTION
+    ood_action: str = "publish"  # or "unknown": no action for a frame out of distribution
 
     def __post_init__(self) -> None:
+        if self.ood_action not in OOD_ACTIONS:
+            raise ValueError(f"ood_action must be one of {', '.join(OOD_ACTIONS)}, got {self.ood_action!r}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not self.question.strip():
@@ -79,10 +87,14 @@ class DrivingPipeline:
         self.config = config
         self.model_id = model_id_text or model_id(vlm)
         self._encoded_at = 0.0
-        # The projector runs once per generate(), right after the encoder: its end splits encode from generate.
+        self._ood_score: float | None = None
+        # The projector runs once per generate(), right after the encoder: its end splits encode from
+        # generate, and its input is the encoder's tokens, which the OOD score reads.
         vlm.projector.register_forward_hook(self._mark_encoded)
 
-    def _mark_encoded(self, *_: object) -> None:
+    def _mark_encoded(self, _module: object, inputs: tuple, _output: object) -> None:
+        if self.vlm.ood is not None:
+            self._ood_score = float(self.vlm.ood.score(inputs[0])[0])
         self._encoded_at = time.perf_counter()
 
     def run(self, image_rgb: np.ndarray, state: VehicleState | None, state_fresh: bool) -> FrameResult:
@@ -90,6 +102,7 @@ class DrivingPipeline:
             raise ValueError(f"image must be H x W x 3 uint8 RGB, got {image_rgb.dtype} {image_rgb.shape}")
         model_state = state if state_fresh else None
         start = self._encoded_at = time.perf_counter()
+        self._ood_score = None
         gen = self.vlm.generate([image_rgb], [model_state], [self.config.question], self.config.max_new_tokens)[0]
         generated = time.perf_counter()
         encoded = self._encoded_at
@@ -99,13 +112,15 @@ class DrivingPipeline:
         action = ActionResult(parsed.action, target, parsed.confidence, parsed.reasoning)
         scene = parse_description(parsed.description)
         done = time.perf_counter()
-        return FrameResult(
+        result = FrameResult(
             scene=scene,
             action=action,
             latency_ms=(done - start) * 1e3,
             state_fresh=state_fresh,
             timings_ms={"encode": (encoded - start) * 1e3, "generate": (generated - encoded) * 1e3},
+            ood_score=self._ood_score,
         )
+        return apply_ood_action(result, self.config.ood_action)
 
 
 def load_pipeline(model_spec: str | Path, config: PipelineConfig, precision: str = "auto") -> DrivingPipeline:

@@ -22,6 +22,8 @@ class StatsSnapshot:
     latency_ms: tuple[float, float] | None  # (p50, p95) of model latency
     overhead_ms: tuple[float, float] | None  # (p50, p95) of node time around the model
     age_ms: tuple[float, float] | None  # (p50, p95) of receive -> publish, queueing included
+    out_of_distribution: int = 0  # frames scored out of distribution, since start
+    ood_rate: float | None = None  # their share among the latest scored frames; None: no frame scored
 
     @property
     def rejected_total(self) -> int:
@@ -47,6 +49,8 @@ class FrameStats:
     _latency: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
     _overhead: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
     _age: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
+    out_of_distribution: int = 0
+    _ood: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, counter: str, n: int = 1) -> None:
@@ -57,9 +61,14 @@ class FrameStats:
         with self._lock:
             self.rejected[reason] += 1
 
-    def frame_done(self, latency_ms: float, overhead_ms: float, age_ms: float, state_fresh: bool) -> None:
+    def frame_done(self, latency_ms: float, overhead_ms: float, age_ms: float, state_fresh: bool,
+                   out_of_distribution: bool | None = None) -> None:
+        """`out_of_distribution` None: the model has no OOD statistics, the frame was not scored."""
         with self._lock:
             self.processed += 1
+            if out_of_distribution is not None:
+                self.out_of_distribution += out_of_distribution
+                self._ood.append(out_of_distribution)
             self.stale_state += not state_fresh
             self._latency.append(latency_ms)
             self._overhead.append(overhead_ms)
@@ -78,4 +87,6 @@ class FrameStats:
                 latency_ms=_p50_p95(self._latency),
                 overhead_ms=_p50_p95(self._overhead),
                 age_ms=_p50_p95(self._age),
+                out_of_distribution=self.out_of_distribution,
+                ood_rate=sum(self._ood) / len(self._ood) if self._ood else None,
             )
