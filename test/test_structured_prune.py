@@ -78,6 +78,20 @@ def test_layer_prune_of_a_plain_lm_stays_a_standard_hf_checkpoint(tmp_path: Path
     assert len(AutoModelForCausalLM.from_pretrained(out).model.layers) == 1
 
 
+def test_taylor_channel_prune_of_a_plain_lm_reloads_with_its_widths(tmp_path: Path) -> None:
+    from owled_ros.model.lm import load_hf_lm
+
+    src = save_tiny_lm("llama", tmp_path / "lm")
+    out = tmp_path / "ch"
+    assert main(["prune", "--model", str(src), "--structure", "channels", "--importance", "taylor", "--ratios", "uniform",
+                 "--calib", "wiki", "--calib-samples", "2", "--seqlen", "32", "--sparsity", "0.5", "--out", str(out)]) == 0
+    report = json.loads((out / "prune_report.json").read_text())
+    assert abs(report["achieved_sparsity"]["llm"] - 0.5) < 0.02
+    lm, _ = load_hf_lm(out)
+    assert [layer.mlp.gate_proj.out_features for layer in lm.model.layers] == report["widths"]["llm"]["intermediate_size"]
+    assert sum(p.numel() for p in lm.parameters()) == report["params"]["after"] < report["params"]["before"]
+
+
 def test_taylor_conflict_differs_from_taylor_and_scores_every_unit(tiny_vlm_dir: Path) -> None:
     vlm = load_vlm(tiny_vlm_dir)
     vlm.requires_grad_(False)  # the gradient pass turns on only what it needs, and restores it
