@@ -13,6 +13,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,15 +21,19 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from owled_ros.data.sources import DataSpec, load_source, parse_data_spec
 from owled_ros.data.scenes import MAX_SPEED_MPS, SPLIT_SEEDS, Scene, generate_scene, render_scene, with_speed
 from owled_ros.data.targets import frame_answer, scene_qa
+from owled_ros.errors import OwledError
 from owled_ros.fsutil import save_safetensors_atomic, write_text_atomic
 from owled_ros.model.checkpoint import CONFIG_NAME, WHEEL_ENCODER
 from owled_ros.model.encoders import EncoderConfig
 from owled_ros.model.lora import LoraConfig, add_lora, lora_state_dict
+from owled_ros.model.ood import OOD_FILE
 from owled_ros.model.prompt import FRAME_QUESTION
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.train.config import EncoderTrainConfig, TrainConfig
+from owled_ros.train.mixture import FramePool, load_pools, mixture_ood, pick_pool, validation_scores
 from owled_ros.train.perception import EncoderStage, encoder_state_fp16, round_to_fp16
 from owled_ros.schema import VehicleState
 
@@ -36,9 +41,14 @@ from owled_ros.schema import VehicleState
 @dataclass(frozen=True)
 class Example:
     index: int  # into the scenes and their cached features
-    scene: Scene  # that scene, or it at a redrawn ego speed
+    scene: Scene | None  # that scene, or it at a redrawn ego speed; None for a frame of a file source (--data)
     question: str
     answer: str
+    ego: VehicleState | None = None  # a file source's frame: its recorded state
+
+
+def example_state(e: Example, rng: random.Random) -> VehicleState | None:
+    return scene_state(e.scene, rng) if e.scene is not None else e.ego
 
 
 def scene_state(scene: Scene, rng: random.Random) -> VehicleState:
@@ -73,23 +83,35 @@ def cached_features(vlm: DrivingVLM, scenes: list[Scene], work_dir: Path, name: 
     (`name` keeps apart the features of several encoders, e.g. a pruned model's and its teacher's)."""
     key = json.dumps({"scenes": len(scenes), "seed": seed, "encoder": vlm.encoder.config.to_dict(),
                       "weights": weights_digest(vlm.encoder)}, sort_keys=True)
-    file = work_dir / f"{name}.safetensors"
+    return cached(work_dir / f"{name}.safetensors", key, lambda: encode_scenes(vlm, scenes))
+
+
+def cached(file: Path, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The tensor stored in `file` under `key`, else `compute()` stored there."""
     if file.is_file():
         from safetensors import safe_open
 
         with safe_open(str(file), "pt") as f:
             if f.metadata().get("key") == key:
                 return f.get_tensor("features")
-    features = encode_scenes(vlm, scenes)
+    features = compute()
     save_safetensors_atomic({"features": features}, file, metadata={"key": key})
     return features
 
 
-def sample_batch(scenes: list[Scene], cfg: TrainConfig, rng: random.Random) -> list[Example]:
+def sample_batch(scenes: list[Scene], cfg: TrainConfig, rng: random.Random, pools: tuple[FramePool, ...] = (),
+                 gen_weight: float = 1.0) -> list[Example]:
     """A redrawn speed shows the same image with another right action: the decision has to come from
-    speed and scene together, which 2000 fixed (scene, speed) pairs teach poorly."""
+    speed and scene together, which 2000 fixed (scene, speed) pairs teach poorly.
+
+    With `pools` (file sources, --data) each example first draws its source by weight (train/mixture.py)."""
     out = []
     for _ in range(cfg.batch):
+        pool = pick_pool(gen_weight, pools, rng)
+        if pool is not None:
+            row, question, answer, ego = pool.example(cfg.frame_share, rng)
+            out.append(Example(row, None, question, answer, ego))
+            continue
         idx = rng.randrange(len(scenes))
         scene = scenes[idx]
         if cfg.speed_resample and rng.random() < cfg.speed_resample:  # no draw at 0: older runs stay bit-exact
@@ -120,6 +142,8 @@ class Trainer:
             p.requires_grad_(True)
         self.opt = torch.optim.AdamW(self.params.values(), lr=cfg.lr, weight_decay=0.0)
         self.step = 0
+        self.pools: tuple[FramePool, ...] = ()  # file sources beside the generated scenes (--data)
+        self.gen_weight = 1.0
 
     def prepare(self) -> None:
         self.lora_config = LoraConfig(rank=self.cfg.lora_rank, alpha=2.0 * self.cfg.lora_rank)
@@ -132,7 +156,7 @@ class Trainer:
         """The answer loss of one batch; `features` are all scenes' encoder features, `idx` this batch's rows."""
         return self.vlm.answer_loss(
             self.vlm.projector(features[idx]),
-            [scene_state(e.scene, rng) for e in batch],
+            [example_state(e, rng) for e in batch],
             [e.question for e in batch],
             [e.answer for e in batch],
         )
@@ -198,7 +222,7 @@ class Trainer:
         self.vlm.train()
         while self.step < self.cfg.steps:
             rng = random.Random(self.cfg.seed * 1_000_003 + self.step)  # per-step RNG: resume is exact
-            batch = sample_batch(scenes, self.cfg, rng)
+            batch = sample_batch(scenes, self.cfg, rng, self.pools, self.gen_weight)
             idx = torch.tensor([e.index for e in batch], device=features.device)
             for g in self.opt.param_groups:
                 g["lr"] = self.lr_at(self.step)
@@ -218,7 +242,8 @@ class Trainer:
         self.vlm.eval()
         return losses
 
-    def export(self, base_config: dict, seconds: float, losses: list[float], command: str, encoder_record: dict | None) -> None:
+    def export(self, base_config: dict, seconds: float, losses: list[float], command: str, encoder_record: dict | None,
+               validation: dict | None = None) -> None:
         """Write projector, LoRA, the trained encoder (if stage 1 ran) and owled_vlm.json into out_dir, each atomically."""
         config = dict(base_config)
         if encoder_record is not None:
@@ -235,7 +260,7 @@ class Trainer:
             "prompt_cues": self.cfg.prompt_cues,
             "train": {**asdict(self.cfg), "train_seed": SPLIT_SEEDS["train"], "seconds": round(seconds, 1),
                       "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4), "command": command,
-                      "encoder": encoder_record or "frozen ImageNet (wheel)"},
+                      "encoder": encoder_record or "frozen ImageNet (wheel)", "validation": validation or {}},
         }
         write_text_atomic(self.out_dir / CONFIG_NAME, json.dumps(config, indent=2))
 
@@ -300,14 +325,39 @@ def train(out_dir: Path, work_dir: Path, cfg: TrainConfig, resume: bool, command
         encoder_record = init_parts(vlm, resolve_model_dir(cfg.init_from))
     elif encoder_cfg is not None and encoder_cfg.epochs > 0:
         encoder_record = train_encoder(vlm, encoder_cfg, Path(work_dir), resume)
-    scenes = [generate_scene(SPLIT_SEEDS["train"], i) for i in tqdm(range(cfg.scenes), desc="generating scenes", unit="scene")]
+    specs = data_specs(cfg.data)
+    gen = next((s for s in specs if s.kind == "gen"), None)
+    scenes = [generate_scene(SPLIT_SEEDS["train"], i) for i in tqdm(range(cfg.scenes if gen else 0), desc="generating scenes", unit="scene")]
     vlm.to(cfg.device)
-    features = cached_features(vlm, scenes, Path(work_dir)).to(cfg.device)
+    parts = [cached_features(vlm, scenes, Path(work_dir))] if scenes else []
+    pools, pool_features = load_pools(vlm, [s for s in specs if s.kind != "gen"], len(scenes), Path(work_dir), cfg.val_share, cached)
+    features = torch.cat([*parts, *pool_features]).to(cfg.device)
     trainer = Trainer(vlm, cfg, out_dir, work_dir)
+    trainer.pools, trainer.gen_weight = pools, gen.weight if gen else 0.0
     if cfg.init_from:
         trainer.load_lora(resolve_model_dir(cfg.init_from) / "lora.safetensors")
     if resume and trainer.load_checkpoint():
         print(f"[owled] resumed from step {trainer.step} ({work_dir})")
     losses = trainer.fit(scenes, features)
-    trainer.export(base_config, time.time() - t0, losses, command, encoder_record)
+    held_out = max(1, len(features) // 4)  # a tiny run validates on a few frames, not on hundreds
+    validation = validation_scores(vlm, specs, min(cfg.val_frames, held_out), cfg.val_share) if cfg.val_frames else {}
+    for name, scores in validation.items():
+        print(f"[owled] validation {name}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items()))
+    trainer.export(base_config, time.time() - t0, losses, command, encoder_record, validation)
+    mixture_ood(vlm, features, specs, min(cfg.ood_holdout, held_out), cfg.val_share).save(Path(out_dir) / OOD_FILE)
     return out_dir
+
+
+def data_specs(texts: tuple[str, ...] | list[str]) -> list[DataSpec]:
+    """Parsed --data specs; each source at most once."""
+    specs = [parse_data_spec(t) for t in texts]
+    names = [s.name for s in specs]
+    if not specs:
+        raise OwledError("--data: give at least one source")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise OwledError(f"--data: {', '.join(twice)} given more than once (give one spec with a weight instead)")
+    for spec in specs:
+        if spec.kind != "gen":
+            load_source(spec, "train", 0)  # reads the whole file: a missing image or field fails before any model loads
+    return specs
