@@ -7,7 +7,7 @@ import argparse
 
 from owled_ros.model import PRECISIONS
 
-COMMANDS: tuple[str, ...] = ("prepare", "describe", "data", "train", "calibrate", "prune", "recover", "deploy", "eval", "bag", "demo")
+COMMANDS: tuple[str, ...] = ("prepare", "describe", "data", "train", "calibrate", "prune", "recover", "deploy", "eval", "bag", "demo", "sim")
 
 
 def add_precision_argument(p: argparse.ArgumentParser) -> None:
