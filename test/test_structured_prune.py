@@ -75,6 +75,7 @@ def test_layer_prune_of_a_plain_lm_stays_a_standard_hf_checkpoint(tmp_path: Path
     assert config["num_hidden_layers"] == 1 and WIDTHS_FIELD not in config
     report = json.loads((out / "prune_report.json").read_text())
     assert len(report["removed_layers"]) == 1 and report["achieved_sparsity"]["llm"] == 0.5
+    assert report["method"] == "block_influence" and len([b for b in report["blocks"]["llm"] if "block_influence" in b]) == 2
     assert len(AutoModelForCausalLM.from_pretrained(out).model.layers) == 1
 
 

@@ -59,10 +59,11 @@ def structured_report(config: PruneConfig, parts: list[StructuredPart], dense: D
     if config.ratios == "owl" and config.structure == "channels":
         owl = {"M": config.owl_m, "lambda": config.owl_lambda}
         owl.update({p.name: {"outlier_ratios": p.outlier_ratios, "sparsities": p.sparsities} for p in parts})
+    importance = config.importance if config.structure == "channels" else "block_influence"
     return {
-        "method": config.importance,
+        "method": importance,
         "structure": config.structure,
-        "importance": config.importance,
+        "importance": importance,
         "ratios": config.ratios if config.structure == "channels" else "block_influence",
         "nm": None,
         "target_sparsity": target,
