@@ -30,8 +30,10 @@ TABLES = {  # name -> (script, results json)
     "deploy": (HERE / "deploy_table.py", HERE / "deploy_table.json"),
     "prune_ppl": (HERE / "prune_ppl_table.py", HERE / "prune_ppl.json"),
     "prune_owl_sweep": (HERE / "prune_owl_sweep.py", HERE / "prune_owl_sweep.json"),
+    "input_soak": (HERE / "input_soak.py", HERE / "input_soak.json"),
     "stream_vlm": (HERE / "stream_vlm.py", HERE / "stream_vlm.json"),
     "structured_prune": (HERE / "structured_prune.py", HERE / "structured_prune.json"),
+    "fleet_throughput": (HERE / "fleet_throughput.py", HERE / "fleet_throughput.json"),
 }
 
 
