@@ -2,12 +2,12 @@
 
 The models are made first, with the CLI a user runs, into runs/deploy_bench/: the default model
 (dense) and OWL-Wanda prunes of it at each --sparsities, each deployed with
-`owled deploy --backend auto --threads T`, which times every installed backend on gate frames
+`owled deploy --backend auto --keep-all --threads T`, which times every installed backend on gate frames
 in one process (ratios against the fp32 model timed in that same process) and keeps the fastest
 that passes the gate. A structured-pruned fp32 directory joins with --structured DIR.
 
 Then, each in a fresh process of its own (so peak RSS is its own VmHWM), one after another:
-dense fp32 torch, and for each deployed model its torch int8 form and the backend auto chose.
+dense fp32 torch, and for each deployed model its torch int8 form and every backend it kept.
 Each measures a frame stage by stage at batch 1 (image preprocessing, vision = encoder +
 projector, prefill, one decode step, the whole greedy answer; what is left of the frame is
 Python and sampling), then action accuracy on --frames test frames and peak RSS.
@@ -40,7 +40,8 @@ from owled_ros.prune.report import peak_rss_mb
 spec, kind, frames_n, latency_n, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(threads)
 t = time.perf_counter()
-model = load_runtime(spec, threads) if kind == "runtime" else load_vlm(spec, kind)
+runtime = kind.startswith("runtime:")
+model = load_runtime(spec, threads, kind.split(":")[1]) if runtime else load_vlm(spec, kind)
 out = {"load_s": time.perf_counter() - t}
 frames = generated_frames("test", latency_n)
 stages = {k: [] for k in ("preprocess", "vision", "prefill", "decode_step", "frame", "tokens")}
@@ -48,7 +49,7 @@ def timed(key, f):
     t = time.perf_counter(); r = f(); stages[key].append(1000 * (time.perf_counter() - t)); return r
 with torch.no_grad():
     for i, f in enumerate([frames[0], *frames]):  # the first is a warm-up
-        if kind == "runtime":
+        if runtime:
             pixels = timed("preprocess", lambda: model.preprocessor.preprocess([f.image]).numpy())
             visual = torch.from_numpy(timed("vision", lambda: model.graphs.vision(pixels)))
             from owled_ros.model.vlm import assemble_lm_inputs
@@ -80,7 +81,7 @@ def _owled(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "owled_ros.cli", *args], check=True, stdout=subprocess.DEVNULL)
 
 
-def models(sparsities: list[float], structured: Path | None, threads: int) -> list[tuple[str, str]]:
+def models(sparsities: list[float], structured: Path | None, threads: int, gate_frames: int) -> list[tuple[str, str]]:
     """(label, deployed directory); prunes and deploys what is missing."""
     WORK.mkdir(parents=True, exist_ok=True)
     sources = [("dense", "default")]
@@ -95,7 +96,8 @@ def models(sparsities: list[float], structured: Path | None, threads: int) -> li
     for label, spec in sources:
         out = WORK / f"{label.replace(' ', '').replace('%', '')}-auto"
         if not out.exists():
-            _owled("deploy", "--model", spec, "--backend", "auto", "--threads", str(threads), "--out", str(out))
+            _owled("deploy", "--model", spec, "--backend", "auto", "--keep-all", "--threads", str(threads),
+                   "--gate-frames", str(gate_frames), "--out", str(out))
         deployed.append((label, str(out)))
     return deployed
 
@@ -108,27 +110,27 @@ def _child(spec: str, kind: str, frames: int, latency_frames: int, threads: int)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(results: Path, frames: int, latency_frames: int, sparsities: list[float], structured: Path | None) -> None:
+def run(results: Path, frames: int, latency_frames: int, sparsities: list[float], structured: Path | None, gate_frames: int) -> None:
     from owled_ros.deploy.runner import read_backend
     from owled_ros.fsutil import write_text_atomic
     from owled_ros.machine import machine_info
 
     threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
-    deployed = models(sparsities, structured, threads)
+    deployed = models(sparsities, structured, threads, gate_frames)
     auto = [{"model": label, **read_backend(Path(d))} for label, d in deployed]
     runs = [("dense", "default", "fp32")]
     for (label, d), record in zip(deployed, auto):
         runs.append((label, d, "int8"))
-        if record["backend"] != "torch":
-            runs.append((label, d, "runtime"))
+        runs += [(label, d, f"runtime:{name}") for name in record.get("kept", {})]
     rows = []
     for label, spec, kind in runs:
         start = time.perf_counter()
         row = {"model": label, "spec": spec, "kind": kind, **_child(spec, kind, frames, latency_frames, threads)}
-        row["backend"] = "torch fp32" if kind == "fp32" else "torch int8" if kind == "int8" else read_backend(Path(spec))["backend"]
+        row["backend"] = {"fp32": "torch fp32", "int8": "torch int8"}.get(kind, kind.partition(":")[2])
         rows.append(row)
         print(f"{label} {row['backend']}: {json.dumps(row)} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-    command = f"OMP_NUM_THREADS={threads} python benchmarks/deploy_table.py --frames {frames} --latency-frames {latency_frames}"
+    command = (f"OMP_NUM_THREADS={threads} python benchmarks/deploy_table.py --frames {frames} --latency-frames {latency_frames} "
+               f"--gate-frames {gate_frames} --sparsities {' '.join(map(str, sparsities))}")
     data = {"machine": machine_info(threads, command), "frames": frames, "auto": auto, "rows": rows}
     write_text_atomic(results, json.dumps(data, indent=1))
 
@@ -180,13 +182,14 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=200, help="test frames for action accuracy")
     p.add_argument("--latency-frames", type=int, default=8, help="test frames timed stage by stage")
     p.add_argument("--sparsities", type=float, nargs="*", default=[0.5, 0.7], help="OWL-Wanda prunes of the default model")
+    p.add_argument("--gate-frames", type=int, default=8, help="owled deploy --gate-frames")
     p.add_argument("--structured", type=Path, default=None, help="a structured-pruned fp32 model directory to deploy too")
     p.add_argument("--markdown", action="store_true", help="print the table from --results and exit")
     args = p.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.results.read_text())))
     else:
-        run(args.results, args.frames, args.latency_frames, args.sparsities, args.structured)
+        run(args.results, args.frames, args.latency_frames, args.sparsities, args.structured, args.gate_frames)
 
 
 if __name__ == "__main__":

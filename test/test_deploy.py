@@ -157,7 +157,7 @@ def pruned_and_deployed(tmp_path_factory) -> tuple[Path, Path]:
     tiny = save_tiny_vlm(root / "tiny")
     pruned, deployed = root / "pruned", root / "int8"
     assert main(["prune", "--model", str(tiny), "--sparsity", "0.5", "--calib-samples", "4", "--out", str(pruned)]) == 0
-    assert main(["deploy", "--model", str(pruned), "--calib-samples", "4", "--out", str(deployed)]) == 0
+    assert main(["deploy", "--model", str(pruned), "--calib-samples", "4", "--gate-frames", "2", "--out", str(deployed)]) == 0
     return pruned, deployed
 
 
@@ -244,7 +244,7 @@ def test_default_model_deployed_predicts_the_fp32_answers(default_vlm, tmp_path)
     default at alpha 0.8, 0.91 on the 300-step one at 0.5; without
     smoothing, int8 answers fall apart, BENCHMARKS.md 5.2)."""
     out = tmp_path / "int8"
-    assert main(["deploy", "--out", str(out)]) == 0
+    assert main(["deploy", "--gate-frames", "2", "--out", str(out)]) == 0
     deployed = load_vlm(out)
     frames = generated_frames("test", 8)
     args = ([f.image for f in frames], [f.state for f in frames], [FRAME_QUESTION] * len(frames))

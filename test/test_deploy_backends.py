@@ -16,7 +16,7 @@ from owled_ros.deploy.backends import unavailable
 from owled_ros.deploy.build import deploy
 from owled_ros.deploy.config import DeployConfig
 from owled_ros.deploy.export import LM_ONNX, VISION_ONNX, export_onnx, kv_geometry
-from owled_ros.deploy.runner import BACKEND_FILE, RUNTIME_DIR, load_runtime, read_backend
+from owled_ros.deploy.runner import BACKEND_FILE, RUNTIME_DIR, load_runtime, machine_warning, read_backend
 from owled_ros.errors import OwledError
 from owled_ros.model.checkpoint import load_vlm
 from owled_ros.model.prompt import FRAME_QUESTION
@@ -100,3 +100,10 @@ def test_bad_backend_requests_fail_with_one_line(tiny, deployed, tmp_path, capsy
             load_runtime(deployed, threads=1)
     finally:
         record_file.write_text(json.dumps(record))
+
+
+def test_a_backend_chosen_on_another_cpu_warns(deployed) -> None:
+    record = read_backend(deployed)
+    assert machine_warning(record) is None  # deployed here
+    elsewhere = {**record, "machine": {**record["machine"], "cpu": "AMD EPYC 9B14", "cpu_features": ["avx2", "avx512f", "avx512_vnni"]}}
+    assert "AMD EPYC 9B14" in machine_warning(elsewhere)

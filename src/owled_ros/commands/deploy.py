@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-samples", type=int, default=d.calib_samples, help="images, or text windows for wiki")
     p.add_argument("--backend", default=d.backend, help=f"runtime: {', '.join(CHOICES)} (auto: time every installed one here, keep the fastest that passes the gate)")
     p.add_argument("--gate-frames", type=int, default=d.gate_frames, help="calibration frames each backend must answer like fp32 (and is timed on)")
+    p.add_argument("--keep-all", action="store_true", help="keep every accepted backend's files (runtime/<backend>/), not only the chosen one's")
     p.add_argument("--threads", type=int, default=None, help="threads the backends are timed with (default: torch's, as the node runs)")
 
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.backend not in CHOICES:
         raise OwledError(f"unknown backend {args.backend!r} (choose from {', '.join(CHOICES)})")
     try:
-        config = DeployConfig(args.alpha, check_source(args.calib), args.calib_samples, args.down_alpha, args.backend, args.gate_frames)
+        config = DeployConfig(args.alpha, check_source(args.calib), args.calib_samples, args.down_alpha, args.backend, args.gate_frames, keep_all=args.keep_all)
     except ValueError as err:
         raise OwledError(str(err)) from None
     threads = args.threads or torch.get_num_threads()

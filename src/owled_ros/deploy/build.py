@@ -85,10 +85,11 @@ def deploy(spec: str, out: Path, config: DeployConfig, threads: int, log: Callab
         if not accepted:
             raise OwledError(f"no backend passed the gate ({'; '.join(f'{v.backend}: agreement {v.action_agreement:.2f}, KL {v.token_kl:.3f}' for v in verdicts)})")
         choice = min(accepted, key=lambda v: v.frame_ms_p50)
+        kept = {v.backend for v in accepted} if config.keep_all else {choice.backend}
         for name in builds:
-            if name != choice.backend:
+            if name not in kept:
                 shutil.rmtree(runtime / name)
-        if choice.backend == "torch" and runtime.exists():
+        if not kept & set(builds) and runtime.exists():
             shutil.rmtree(runtime)
         record = {
             "backend": choice.backend,
@@ -98,6 +99,7 @@ def deploy(spec: str, out: Path, config: DeployConfig, threads: int, log: Callab
             "timings": [v.to_dict() for v in verdicts],
             "skipped": notes,
             "build": builds.get(choice.backend, {}),
+            "kept": {name: builds[name] for name in kept if name in builds},
         }
         write_text_atomic(runtime / BACKEND_FILE, json.dumps(record, indent=1))
     return record

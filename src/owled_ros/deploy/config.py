@@ -16,6 +16,7 @@ class DeployConfig:
     backend: str = "torch"  # torch, onnxruntime, openvino, or auto: the fastest that passes the gate here
     gate_frames: int = 8  # calibration frames every backend answers before it is accepted (and timed)
     max_new_tokens: int = 64  # the node's token budget, for the gate's answers and timings
+    keep_all: bool = False  # keep the files of every accepted backend, not only the chosen one's (to compare them)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:

@@ -9,6 +9,7 @@ Batch 1, as the node runs; a batch is answered frame by frame.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,10 +154,31 @@ def open_runtime(model_dir: Path, backend: str, build_info: dict, threads: int) 
     return RuntimeVLM(graphs, tokenizer, embed, EncoderConfig.from_dict(config["encoder"]), kv_geometry_of(model_dir), meta)
 
 
-def load_runtime(model_dir: Path, threads: int | None = None) -> RuntimeVLM:
-    """A RuntimeVLM for a directory deployed for onnxruntime or openvino."""
+def load_runtime(model_dir: Path, threads: int | None = None, backend: str | None = None) -> RuntimeVLM:
+    """A RuntimeVLM for a directory deployed for onnxruntime or openvino (`backend`: another one
+    it kept with `owled deploy --keep-all`)."""
     model_dir = Path(model_dir)
     record = read_backend(model_dir)
-    if record is None or record.get("backend") in (None, "torch"):
-        raise OwledError(f"{model_dir}: not deployed for an exported runtime (no {RUNTIME_DIR}/{BACKEND_FILE} naming one)")
+    if record is None:
+        raise OwledError(f"{model_dir}: not deployed for an exported runtime (no {RUNTIME_DIR}/{BACKEND_FILE})")
+    if backend is not None and backend != record.get("backend"):
+        if backend not in record.get("kept", {}):
+            raise OwledError(f"{model_dir}: holds no files for backend {backend} (kept: {', '.join(record.get('kept', {})) or 'none'})")
+        record = {**record, "backend": backend, "build": record["kept"][backend]}
+    if record.get("backend") in (None, "torch"):
+        raise OwledError(f"{model_dir}: runs on torch (load it with load_vlm); no exported runtime was chosen")
+    warning = machine_warning(record)
+    if warning is not None:
+        print(f"[owled] warning: {warning}", file=sys.stderr)
     return open_runtime(model_dir, record["backend"], record.get("build", {}), threads or torch.get_num_threads())
+
+
+def machine_warning(record: dict) -> str | None:
+    """One line when this CPU is not the one the backend was chosen on (the choice may not hold here)."""
+    from owled_ros.machine import machine_info
+
+    here, there = machine_info(), record.get("machine", {})
+    if (here["cpu"], here["cpu_features"]) == (there.get("cpu"), there.get("cpu_features")):
+        return None
+    return (f"backend {record.get('backend')} was chosen on {there.get('cpu', '?')} ({', '.join(there.get('cpu_features', []))}); "
+            f"this is {here['cpu']} ({', '.join(here['cpu_features'])}): deploy again here with --backend auto to re-measure")
