@@ -11,7 +11,7 @@ import torch
 
 from owled_ros.cli import main
 from owled_ros.data.calibration import load_calibration
-from owled_ros.deploy.acceptance import GateConfig, judge, log_probs_of, reference
+from owled_ros.deploy.acceptance import FP32, GateConfig, answer_round_robin, judge, log_probs_of, reference
 from owled_ros.deploy.backends import unavailable
 from owled_ros.deploy.build import deploy
 from owled_ros.deploy.config import DeployConfig
@@ -81,9 +81,10 @@ def test_the_gate_refuses_a_model_that_answers_otherwise(tiny) -> None:
     with torch.no_grad():
         broken.lm.get_decoder().norm.weight.mul_(30.0)  # what a wrong scale in a kernel would do
     frames = list(load_calibration("scenes", 2, fp32.tokenizer, 512).visual)
-    ref = reference(fp32, frames, 6)
-    assert judge("fp32", fp32, frames, ref, GateConfig(), 6).accepted
-    verdict = judge("broken", broken, frames, ref, GateConfig(), 6)
+    answers = answer_round_robin({FP32: fp32, "same": fp32, "broken": broken}, frames, 6)
+    ref = reference(fp32, frames, *answers[FP32])
+    assert judge("same", fp32, frames, ref, GateConfig(), *answers["same"]).accepted
+    verdict = judge("broken", broken, frames, ref, GateConfig(), *answers["broken"])
     assert not verdict.accepted and verdict.token_kl > GateConfig().max_token_kl
 
 

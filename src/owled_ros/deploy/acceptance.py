@@ -4,8 +4,9 @@ The check runs on calibration frames with the node's question. The fp32 model an
 greedily; the candidate must (1) give the same action on at least `min_action_agreement` of
 the frames, and (2) put close to the same next-token distribution on the fp32 answer, teacher-
 forced: the mean over answer tokens of KL(fp32 || candidate) at most `max_token_kl` nats.
-Timing: the same frames answered one by one (batch 1, the node's question and token budget),
-after one warm-up frame; the median frame is kept.
+Timing: the same frames answered one by one (batch 1, the node's question and token budget)
+by the fp32 model and every candidate, taking turns frame by frame so that the machine's load
+hits them alike, after one warm-up frame each; the median frame is kept.
 """
 from __future__ import annotations
 
@@ -64,29 +65,39 @@ def log_probs_of(model: object, sample: VisualSample, answer: str) -> np.ndarray
     return model.answer_log_probs(sample.image, sample.state, FRAME_QUESTION, answer)
 
 
-def _timed_answers(model: object, frames: list[VisualSample], max_new_tokens: int) -> tuple[list, float]:
-    """Each frame answered alone after one warm-up frame; (generations, median ms)."""
-    model.generate([frames[0].image], [frames[0].state], [FRAME_QUESTION], max_new_tokens)
-    gens, times = [], []
+FP32 = "fp32 torch"
+
+
+def answer_round_robin(models: dict[str, object], frames: list[VisualSample], max_new_tokens: int) -> dict[str, tuple[list, float]]:
+    """Every model answers every frame alone (batch 1), taking turns frame by frame after one
+    warm-up frame each, so a change in the machine's load hits them all alike: name ->
+    (generations, median ms)."""
+    def answer(model: object, frame: VisualSample):
+        return model.generate([frame.image], [frame.state], [FRAME_QUESTION], max_new_tokens)[0]
+
+    for model in models.values():
+        answer(model, frames[0])
+    gens: dict[str, list] = {name: [] for name in models}
+    times: dict[str, list[float]] = {name: [] for name in models}
     for frame in frames:
-        start = time.perf_counter()
-        gens.append(model.generate([frame.image], [frame.state], [FRAME_QUESTION], max_new_tokens)[0])
-        times.append(time.perf_counter() - start)
-    return gens, 1000 * float(np.median(times))
+        for name, model in models.items():
+            start = time.perf_counter()
+            gens[name].append(answer(model, frame))
+            times[name].append(time.perf_counter() - start)
+    return {name: (gens[name], 1000 * float(np.median(times[name]))) for name in models}
 
 
-def reference(vlm: DrivingVLM, frames: list[VisualSample], max_new_tokens: int) -> Reference:
-    gens, ms = _timed_answers(vlm, frames, max_new_tokens)
+def reference(vlm: DrivingVLM, frames: list[VisualSample], gens: list, frame_ms: float) -> Reference:
+    """The fp32 model's answers (from `answer_round_robin`) with its teacher-forced distributions."""
     texts = tuple(g.text for g in gens)
     actions = tuple(parse_answer(g).action.name for g in gens)
-    return Reference(texts, actions, tuple(log_probs_of(vlm, f, t) for f, t in zip(frames, texts)), ms)
+    return Reference(texts, actions, tuple(log_probs_of(vlm, f, t) for f, t in zip(frames, texts)), frame_ms)
 
 
 def judge(
-    backend: str, model: object, frames: list[VisualSample], ref: Reference, gate: GateConfig, max_new_tokens: int
+    backend: str, model: object, frames: list[VisualSample], ref: Reference, gate: GateConfig, gens: list, frame_ms: float
 ) -> Verdict:
-    """Answer every frame (timed), compare actions and teacher-forced distributions with the reference."""
-    gens, ms = _timed_answers(model, frames, max_new_tokens)
+    """Compare a backend's answers (from `answer_round_robin`) and teacher-forced distributions with the reference."""
     agreement = float(np.mean([parse_answer(g).action.name == a for g, a in zip(gens, ref.actions)]))
     kls = []
     for frame, ref_text, ref_lp in zip(frames, ref.texts, ref.log_probs):
@@ -94,4 +105,4 @@ def judge(
         kls.append(float((np.exp(ref_lp) * (ref_lp - got)).sum(-1).mean()))
     kl = float(np.mean(kls))
     accepted = agreement >= gate.min_action_agreement and kl <= gate.max_token_kl
-    return Verdict(backend, agreement, kl, ms, accepted)
+    return Verdict(backend, agreement, kl, frame_ms, accepted)

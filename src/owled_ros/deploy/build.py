@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from owled_ros.data.calibration import CalibrationSet, load_calibration
-from owled_ros.deploy.acceptance import GateConfig, judge, reference
+from owled_ros.deploy.acceptance import FP32, GateConfig, answer_round_robin, judge, reference
 from owled_ros.deploy.backends import BACKENDS, build, unavailable
 from owled_ros.deploy.config import DeployConfig
 from owled_ros.deploy.export import export_onnx
@@ -49,8 +49,7 @@ def deploy(spec: str, out: Path, config: DeployConfig, threads: int, log: Callab
             raise OwledError(reason)
     calib = load_calibration(config.calib, config.calib_samples, vlm.tokenizer, seqlen=512)
     frames = list(calib.visual[: config.gate_frames]) if calib.has_images else list(load_calibration("scenes", config.gate_frames, vlm.tokenizer, 512).visual)
-    ref = reference(vlm, frames, config.max_new_tokens)  # before smoothing (which is exact in fp32 anyway)
-    info = smooth_for_int8(vlm, calib, config)
+    info = smooth_for_int8(vlm, calib, config)  # exact in fp32: the smoothed model is the fp32 reference
     report = resolve_model_dir(spec) / REPORT_NAME
     verdicts, notes, builds = [], [], {}
     with staged_dir(out) as staged:
@@ -61,24 +60,25 @@ def deploy(spec: str, out: Path, config: DeployConfig, threads: int, log: Callab
             onnx_dir = runtime / ".onnx"
             export_onnx(vlm, onnx_dir)
             save_safetensors_atomic(dict(zip(("q", "scale"), pack(vlm.lm.get_input_embeddings().weight.detach()))), runtime / EMBED_FILE)
-        sparsity = lm_sparsity(vlm.lm)
-        del vlm
+        models: dict[str, object] = {FP32: vlm}
         for name in candidates:
             reason = unavailable(name)
             if reason is not None:
                 notes.append(reason)
                 log(f"skipped: {reason}")
-                continue
-            if name == "torch":
-                model = load_vlm(staged, "int8")
+            elif name == "torch":
+                models[name] = load_vlm(staged, "int8")
             else:
-                builds[name] = build(name, onnx_dir, runtime / name, sparsity)
-                model = open_runtime(staged, name, builds[name], threads)
-            verdict = judge(name, model, frames, ref, GateConfig(), config.max_new_tokens)
-            del model
+                builds[name] = build(name, onnx_dir, runtime / name, lm_sparsity(vlm.lm))
+                models[name] = open_runtime(staged, name, builds[name], threads)
+        answers = answer_round_robin(models, frames, config.max_new_tokens)
+        ref = reference(vlm, frames, *answers.pop(FP32))
+        for name, (gens, ms) in answers.items():
+            verdict = judge(name, models[name], frames, ref, GateConfig(), gens, ms)
             verdicts.append(verdict)
             log(f"{name}: action agreement {verdict.action_agreement:.2f}, token KL {verdict.token_kl:.4f}, "
-                f"frame p50 {verdict.frame_ms_p50:.0f} ms -> {'accepted' if verdict.accepted else 'refused'}")
+                f"frame p50 {verdict.frame_ms_p50:.0f} ms (fp32 {ref.frame_ms_p50:.0f}) -> {'accepted' if verdict.accepted else 'refused'}")
+        del models, vlm
         if exported:
             shutil.rmtree(onnx_dir)
         accepted = [v for v in verdicts if v.accepted]
