@@ -85,6 +85,7 @@ def evaluate(
                     "frame": len(answers), "expected": f.action.phrase if f.action else None,
                     "answered": parsed.action.phrase,
                     "correct": parsed.action is f.action if f.action else None, "text": g.text,
+                    "confidence": parsed.confidence,  # raw (uncalibrated): what runtime/confidence.py is fitted on
                 })
     frame_seconds = time.perf_counter() - t0
 

@@ -24,6 +24,7 @@ from owled_ros.model.checkpoint import load_vlm, resolve_model_dir
 from owled_ros.model.prompt import FRAME_QUESTION
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.runtime.answer import parse_answer, parse_description
+from owled_ros.runtime.confidence import ConfidenceCalibration
 from owled_ros.runtime.ood import OOD_ACTIONS, apply_ood_action
 from owled_ros.schema import ActionResult, FrameResult, VehicleState
 from owled_ros.vocab import Action
@@ -88,6 +89,7 @@ class DrivingPipeline:
         self.model_id = model_id_text or model_id(vlm)
         self._encoded_at = 0.0
         self._ood_score: float | None = None
+        self._calibration = ConfidenceCalibration.from_meta(vlm.meta)  # None: the raw confidence is published
         # The projector runs once per generate(), right after the encoder: its end splits encode from
         # generate, and its input is the encoder's tokens, which the OOD score reads.
         vlm.projector.register_forward_hook(self._mark_encoded)
@@ -109,7 +111,10 @@ class DrivingPipeline:
         parsed = parse_answer(gen)
         speed = model_state.speed_mps if model_state is not None else None
         target = parsed.stated_target_mps if parsed.stated_target_mps is not None else rule_target_speed(parsed.action, speed)
-        action = ActionResult(parsed.action, target, parsed.confidence, parsed.reasoning)
+        confidence = parsed.confidence
+        if self._calibration is not None and parsed.action is not Action.UNKNOWN:
+            confidence = self._calibration.apply(confidence)
+        action = ActionResult(parsed.action, target, confidence, parsed.reasoning)
         scene = parse_description(parsed.description)
         done = time.perf_counter()
         result = FrameResult(

@@ -1,7 +1,9 @@
-"""Statistics a trained model carries for the vehicle: OOD statistics (model/ood.py) from its training frames.
+"""Statistics a trained model carries for the vehicle: OOD statistics (model/ood.py) from its training
+frames, and the calibration of its action confidence (runtime/confidence.py).
 
-The fit frames are the training split of the model's data sources, the threshold frames their
-validation split, so the threshold is set on frames the statistics never saw.
+The OOD fit frames are the training split of the model's data sources, the threshold frames their
+validation split, so the threshold is set on frames the statistics never saw. The confidence
+calibration is fitted on even validation frames and its error reported on the odd ones.
 """
 from __future__ import annotations
 
@@ -49,3 +51,25 @@ def fit_model_ood(vlm: DrivingVLM, specs: list[DataSpec], fit_frames: int, holdo
     info = {"sources": [s.name for s in specs]}
     return fit_ood(pooled_features(vlm, fit, desc="OOD fit frames"), pooled_features(vlm, held, desc="OOD threshold frames"),
                    quantile, info)
+
+
+def fit_confidence(vlm: DrivingVLM, specs: list[DataSpec], frames: int, batch: int = 8) -> dict:
+    """Platt scaling of the action confidence on validation frames with an action; the record stored in meta."""
+    from owled_ros.errors import OwledError
+    from owled_ros.eval.driving_qa import EvalFrame, evaluate
+    from owled_ros.runtime.confidence import expected_calibration_error, fit_platt
+
+    total = sum(s.weight for s in specs)
+    val = [f for s in specs for f in load_source(s, "val", max(1, round(frames * s.weight / total))) if f.action is not None]
+    if len(val) < 4:
+        raise OwledError(f"confidence calibration needs at least 4 validation frames with an action; the sources gave {len(val)}")
+    answers: list[dict] = []
+    evaluate(vlm, [EvalFrame(f.load_image(), f.ego, f.description, f.action, f.qa) for f in val], batch=batch, qa=False, answers=answers)
+    raw = np.array([a["confidence"] for a in answers])
+    correct = np.array([bool(a["correct"]) for a in answers])
+    fit, held = slice(0, None, 2), slice(1, None, 2)
+    calibration = fit_platt(raw[fit], correct[fit])
+    calibrated = np.array([calibration.apply(c) for c in raw[held]])
+    return {**calibration.to_dict(), "method": "platt", "fit_frames": len(raw[fit]), "eval_frames": len(raw[held]),
+            "accuracy": round(float(correct.mean()), 4), "ece_raw": round(expected_calibration_error(raw[held], correct[held]), 4),
+            "ece": round(expected_calibration_error(calibrated, correct[held]), 4), "sources": [s.name for s in specs]}
