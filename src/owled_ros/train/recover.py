@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import resource
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -82,7 +83,7 @@ class Recoverer(Trainer):
 
             with safe_open(str(file), "pt") as f:
                 theirs = json.loads(f.metadata()["meta"])["config"]
-            mine = {k: v for k, v in asdict(self.cfg).items() if k not in ("steps", "threads", "device")}
+            mine = json.loads(json.dumps({k: v for k, v in asdict(self.cfg).items() if k not in ("steps", "threads", "device")}))
             if {k: v for k, v in theirs.items() if k not in ("steps", "threads", "device")} != mine:
                 raise OwledError(f"{file}: made with other recovery settings {theirs}; use another --work-dir or the same settings")
         return super().load_checkpoint()
@@ -133,7 +134,7 @@ def recover(model: str | Path, out: Path, cfg: RecoverConfig, work_dir: Path, re
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     source = resolve_model_dir(model)
     student = load_vlm(source, "fp32")
     if student.meta.get("int8"):
@@ -164,6 +165,7 @@ def recover(model: str | Path, out: Path, cfg: RecoverConfig, work_dir: Path, re
         **{k: v for k, v in asdict(cfg).items() if k not in ("lora_rank", "init_from", "prompt_cues")},
         "model": str(model), "masked_tensors": len(recoverer.masks),
         "val_before": before, "val_after": after, "seconds": round(time.time() - t0, 1),
+        "cpu_seconds": round(time.process_time() - cpu0, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "final_loss": round(sum(losses[-10:]) / max(1, len(losses[-10:])), 4), "command": command,
     }
     student.to("cpu").meta["recovered"] = record
