@@ -60,7 +60,7 @@ def score_records(steps: list[dict], actions: list[dict], camera_log_ns: dict[in
         "mean_speed_mps": float(np.mean([s["speed_mps"] for s in steps])),
         "collisions": collisions, "off_road": int(bool(end["out_of_road"])), "arrived": bool(end["arrived"]),
         "unsafe_gap_s": round(dt * sum(1 for s in steps if s["time_gap_s"] is not None and s["time_gap_s"] < UNSAFE_GAP_S), 3),
-        "frames": len(frames), "answered": len(answered),
+        "frames": len(frames), "answered": len({a["stamp_ns"] for a in answered}), "answers": len(answered),
         "action_agreement": float(np.mean(agree)) if agree else None,
         "actions": {name: sum(a["action_name"] == name for a in answered) for name in sorted({a["action_name"] for a in answered})},
         "model_latency_p50_ms": _p(model_ms, 50), "model_latency_p95_ms": _p(model_ms, 95),
