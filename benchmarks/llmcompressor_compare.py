@@ -92,12 +92,16 @@ def _state(model_dir: Path) -> dict:
     return state
 
 
+TIED = {"lm_head.weight": "model.embed_tokens.weight"}  # SmolLM2 ties them; a tool may save both
+
+
 def _pruned(state: dict, dense: dict) -> dict[str, int]:
-    """Tensor name -> zeros, for every tensor that has more zeros than the dense model's."""
+    """Tensor name -> zeros, for every tensor that has other zeros than the dense model's."""
     out = {}
     for name, t in state.items():
         zeros = int((t == 0).sum())
-        if name not in dense or zeros != int((dense[name] == 0).sum()):
+        reference = dense.get(name, dense.get(TIED.get(name, "")))
+        if reference is None or zeros != int((reference == 0).sum()):
             out[name] = zeros
     return out
 
@@ -156,7 +160,8 @@ def _save(results: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def run(results_path: Path) -> None:
+def run(results_path: Path, only: list[str]) -> None:
+    """Every case of CASES not yet in the results (only those named METHOD/RATIOS/SPARSITY in `only`, if any)."""
     from safetensors.torch import save_file
 
     from owled_ros.data.wiki import calibration_windows
@@ -171,6 +176,8 @@ def run(results_path: Path) -> None:
     dense = _state(_default_lm_dir())
     layers = 1 + max(int(n.split(".layers.")[1].split(".")[0]) for n in dense if ".layers." in n)
     for method, ratios, sparsity in CASES:
+        if only and f"{method}/{ratios}/{sparsity:g}" not in only:
+            continue
         keys = {tool: f"{tool}/{method}/{ratios}/{sparsity:g}" for tool in TOOLS}
         if all(k in results for k in keys.values()):
             continue
@@ -249,13 +256,14 @@ def main() -> None:
     job.add_argument("--calib-dtype", choices=("auto", "fp32", "bf16"), default="auto")
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "llmcompressor_compare.json")
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--only", nargs="*", default=[], metavar="METHOD/RATIOS/SPARSITY", help="run only these cases, e.g. sparsegpt/uniform/0.7")
     args = p.parse_args()
     if args.what == "owled-job":
         owled_job(args)
     elif args.markdown:
         print(markdown(json.loads(args.results.read_text())))
     else:
-        run(args.results)
+        run(args.results, args.only)
 
 
 if __name__ == "__main__":
