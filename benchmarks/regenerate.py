@@ -33,6 +33,7 @@ TABLES = {  # name -> (script, results json)
     "input_soak": (HERE / "input_soak.py", HERE / "input_soak.json"),
     "stream_vlm": (HERE / "stream_vlm.py", HERE / "stream_vlm.json"),
     "structured_prune": (HERE / "structured_prune.py", HERE / "structured_prune.json"),
+    "fleet_throughput": (HERE / "fleet_throughput.py", HERE / "fleet_throughput.json"),
 }
 
 
