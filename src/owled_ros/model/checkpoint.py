@@ -12,9 +12,7 @@ Layout:
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from owled_ros.errors import OwledError
+from owled_ros.fsutil import staged_dir
 from owled_ros.model import PRECISIONS
 from owled_ros.model.assets import efficientnet_lite0_pth, repo_models_dir
 from owled_ros.model.encoders import EncoderConfig, EfficientNetEncoder, HFVisionEncoder, build_encoder
@@ -58,11 +57,8 @@ def save_vlm(
     With `int8` (how it was made), the LM's weights are stored as int8 and the directory
     loads as the int8 runtime; `extra` files (name -> content) go in before the rename."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OwledError(f"{out_dir}: already exists (choose another --out or remove it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir, replace=overwrite) as tmp:
+        tmp.mkdir()
         save_file(_contiguous(vlm.encoder.state_dict()), str(tmp / "encoder.safetensors"))
         save_file(_contiguous(vlm.projector.state_dict()), str(tmp / "projector.safetensors"))
         if int8 is None:
@@ -86,13 +82,6 @@ def save_vlm(
             (tmp / name).write_bytes(content)
         if vlm.ood is not None:  # a pruned or int8 model keeps the statistics of the model it came from
             vlm.ood.save(tmp / OOD_FILE)
-        tmp.chmod(0o755)  # mkdtemp made it owner-only
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -6,6 +6,8 @@ them under pressure, so they overstate what a job needs and hide where its own m
 grows. The kernel keeps no peak per kind, so a thread samples /proc/PID/status
 (RssAnon, RssFile + RssShmem) every few milliseconds; a peak shorter than the period can
 be missed, so the sampled anonymous peak is a lower bound (VmHWM stays the upper one).
+Sampling this process resets its VmHWM on entry (clear_refs 5), so peak_rss_mb reports the
+job, not what the process held before it (a test run or a notebook that pruned earlier).
 Stdlib only: the llm-compressor benchmark samples its child process with it too.
 """
 from __future__ import annotations
@@ -62,6 +64,11 @@ class MemorySampler:
             self.sample()
 
     def __enter__(self) -> MemorySampler:
+        if self.pid == "self":
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:  # not Linux, or a kernel older than 4.0: VmHWM then spans the process
+                pass
         self.sample()
         self._thread.start()
         return self
