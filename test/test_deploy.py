@@ -242,7 +242,7 @@ def test_default_model_deployed_predicts_the_fp32_answers(default_vlm, tmp_path)
     """8 held-out frames, teacher-forced on the fp32 model's own greedy answers: the int8 model
     predicts the same next token at >= 85 % of the answer positions (measured: 0.98 on the 1200-step
     default at alpha 0.8, 0.91 on the 300-step one at 0.5; without
-    smoothing, int8 answers fall apart, BENCHMARKS.md 5.2)."""
+    smoothing, int8 answers fall apart, BENCHMARKS.md 4.2)."""
     out = tmp_path / "int8"
     assert main(["deploy", "--gate-frames", "2", "--out", str(out)]) == 0
     deployed = load_vlm(out)

@@ -14,7 +14,7 @@ CALIB_DTYPES = ("fp32", "bf16")  # what the calibration forwards compute in (pru
 DEFAULT_OWL_M = 7.0
 DEFAULT_OWL_LAMBDA = 0.2
 # Per weight removed the encoder is the more sensitive part (docs/design.md; benchmarks/BENCHMARKS.md
-# 3.3: 1.6 M encoder weights cost as much driving accuracy as 32 M LM weights), and it holds 3 %
+# 2.7: 1.6 M encoder weights cost as much driving accuracy as 32 M LM weights), and it holds 3 %
 # of the prunable weights, so pruning it hard saves little: by default it gets a quarter of S.
 DEFAULT_ENCODER_SHARE = 0.25
 
