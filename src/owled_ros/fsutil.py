@@ -43,6 +43,16 @@ def save_safetensors_atomic(tensors: dict, path: Path, metadata: dict[str, str] 
         raise
 
 
+def _umask_modes(root: Path) -> None:
+    """Give what was staged the modes of ordinary files: safetensors and mkdtemp create owner-only
+    ones, and a node running as another user (a vehicle stack's service account) must read them."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 @contextmanager
 def staged_dir(out: Path, replace: bool = False) -> Iterator[Path]:
     """A path beside `out` to create and fill; it becomes `out` only if the block completes.
@@ -59,6 +69,7 @@ def staged_dir(out: Path, replace: bool = False) -> Iterator[Path]:
     try:
         staged = holder / out.name
         yield staged
+        _umask_modes(staged)
         if out.is_dir():
             shutil.rmtree(out)
         os.replace(staged, out)
