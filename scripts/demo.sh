@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# The README's main command: prune the bundled model structurally (OWL channel budgets: smaller
-# dense matrices, quick calibration), recover it briefly by distillation from the dense model,
-# deploy it as int8 (the vehicle-CPU path), run owled_node on it over a replayed scene bag,
-# printing every answer, then compare with the dense fp32 model.
-# Recipe knobs: OWLED_DEMO_STRUCTURE (channels | layers | unstructured), OWLED_DEMO_SPARSITY,
-# OWLED_DEMO_RECOVER_STEPS (0: no recovery). The pruned model's directory is named by its recipe.
-# Steps already done (bag, pruned and deployed models) are kept; delete runs/demo to start over.
+# The README's main command: prune the bundled model (the vehicle recipe: 10 % OWL-Wanda, quick
+# calibration), deploy it as int8 (the vehicle-CPU path), run owled_node on it over a replayed
+# scene bag, printing every answer, then compare with the dense fp32 model.
+# Recipe knobs: OWLED_DEMO_STRUCTURE (unstructured | channels | layers), OWLED_DEMO_SPARSITY,
+# OWLED_DEMO_RECOVER_STEPS (distillation steps after pruning; 0: none). The structured recipe,
+#   OWLED_DEMO_STRUCTURE=channels OWLED_DEMO_SPARSITY=0.2 OWLED_DEMO_RECOVER_STEPS=60 make demo
+# is smaller and faster by itself but still loses actions (docs/structured-pruning.md).
+# The pruned model's directory is named by its recipe. Steps already done (bag, pruned and
+# deployed models) are kept; delete runs/demo to start over.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$(dirname "$0")/.."
 out=runs/demo
-structure="${OWLED_DEMO_STRUCTURE:-channels}"
-sparsity="${OWLED_DEMO_SPARSITY:-0.2}"
-recover_steps="${OWLED_DEMO_RECOVER_STEPS:-8}"  # about 2 minutes on 2 cores (docs/recovery.md)
+structure="${OWLED_DEMO_STRUCTURE:-unstructured}"
+sparsity="${OWLED_DEMO_SPARSITY:-0.1}"
+recover_steps="${OWLED_DEMO_RECOVER_STEPS:-0}"
 pruned="$out/pruned-$structure-$sparsity-r$recover_steps"
 [ -d "$out/scenes" ] || owled bag make --source scenes --frames 20 --hz 10 --out "$out/scenes"
 [ -d "$pruned" ] || owled prune --model default --structure "$structure" --ratios owl --sparsity "$sparsity" \
