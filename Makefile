@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Each runs the idempotent setup first.
-# `make bench` regenerates the measured comparisons in benchmarks/BENCHMARKS.md (about 50 min).
+# `make bench` regenerates the measured comparisons in benchmarks/BENCHMARKS.md (hours on 2 cores).
 .PHONY: setup demo test bench
 setup:
 	@bash scripts/setup.sh

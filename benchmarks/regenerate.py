@@ -34,6 +34,7 @@ TABLES = {  # name -> (script, results json)
     "stream_vlm": (HERE / "stream_vlm.py", HERE / "stream_vlm.json"),
     "structured_prune": (HERE / "structured_prune.py", HERE / "structured_prune.json"),
     "fleet_throughput": (HERE / "fleet_throughput.py", HERE / "fleet_throughput.json"),
+    "recovery": (HERE / "recovery.py", HERE / "recovery.json"),
 }
 
 

@@ -175,7 +175,7 @@ def markdown(results: dict) -> str:
         for key, r in vlm.items():
             if not isinstance(r, dict):
                 continue
-            diff = paired_difference(r["correct"], d["correct"]) if key != "dense" else None
+            diff = paired_difference(d["correct"], r["correct"]) if key != "dense" else None  # compared minus dense
             paired = f"{diff.points:+.1f} +- {diff.standard_error:.1f} pts" if diff else "-"
             lines.append(f"| {key} | {r['params'] / 1e6:.1f} | {r['action_accuracy']:.3f} | {paired} | {r['rouge_l']:.3f} | "
                          f"{r['latency_ms_p50']:.0f} ms | {r['latency_ms_p50'] / d['latency_ms_p50']:.2f}x |")
