@@ -48,3 +48,37 @@ def test_default_model_at_camera_rate(tmp_path) -> None:
         code, seconds = node.interrupt(timeout=30)
         node.close()
     assert code == 0 and seconds < 15, (code, seconds)
+
+
+@pytest.mark.slow
+def test_structured_default_model_answers_through_the_node(tmp_path) -> None:
+    """Channel-pruned (smaller matrices, per-layer widths in its config), the model loads in the
+    node and answers a camera frame with its header kept."""
+    from owled_ros.cli import main
+    from owled_ros.model.checkpoint import load_vlm
+
+    pruned = tmp_path / "channels20"
+    assert main(["prune", "--model", "default", "--structure", "channels", "--sparsity", "0.2",
+                 "--calib", "scenes", "--calib-samples", "4", "--out", str(pruned)]) == 0
+    dense_mlp = load_vlm("default").lm.model.layers[0].mlp.up_proj.weight.shape[0]
+    pruned_mlps = [layer.mlp.up_proj.weight.shape[0] for layer in load_vlm(pruned).lm.model.layers]
+    assert sum(pruned_mlps) < dense_mlp * len(pruned_mlps)  # physically smaller, not zeroed
+    node = NodeProcess(tmp_path / "owled_node.log", {"model": str(pruned), "max_new_tokens": 8})
+    rclpy.init()
+    harness = Harness()
+    try:
+        harness.wait_for_node(node, timeout=300)
+        now = time.time_ns()
+        harness.state.publish(odometry_msg(now, 10.0))
+        frame = image_msg(now, width=640, height=360, frame_id="structured")
+        harness.camera.publish(frame)
+        assert harness.spin_until(lambda: len(harness.scenes) >= 1, 300, every=lambda: harness.camera.publish(frame), period=2.0), node.log()
+        scene = harness.scenes[0][1]
+        assert scene.header.frame_id == "structured" and stamp_key(scene.header) == stamp_key(frame.header)
+        assert scene.vehicle_state_fresh and scene.text
+    finally:
+        harness.close()
+        rclpy.shutdown()
+        code, _ = node.interrupt(timeout=30)
+        node.close()
+    assert code == 0, node.log()
