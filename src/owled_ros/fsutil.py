@@ -19,7 +19,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
+        os.chmod(tmp, ordinary_mode(directory=False))  # mkstemp makes it owner-only
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -36,21 +36,32 @@ def save_safetensors_atomic(tensors: dict, path: Path, metadata: dict[str, str] 
     os.close(fd)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, ordinary_mode(directory=False))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _umask_modes(root: Path) -> None:
-    """Give what was staged the modes of ordinary files: safetensors and mkdtemp create owner-only
-    ones, and a node running as another user (a vehicle stack's service account) must read them."""
-    umask = os.umask(0)
-    os.umask(umask)
+def ordinary_mode(directory: bool) -> int:
+    """The mode a plain open()/mkdir() would give under this process's umask. mkstemp, mkdtemp and
+    safetensors create owner-only files, and a node running as another user (a vehicle stack's
+    service account) must read what we write. The umask is read, never set (os.umask would
+    change it for every thread)."""
+    umask = 0o022
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                umask = int(line.split()[1], 8)
+    except OSError:  # not Linux
+        pass
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def _ordinary_modes(root: Path) -> None:
     for path in [root, *root.rglob("*")]:
         if not path.is_symlink():
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+            path.chmod(ordinary_mode(path.is_dir()))
 
 
 @contextmanager
@@ -69,7 +80,7 @@ def staged_dir(out: Path, replace: bool = False) -> Iterator[Path]:
     try:
         staged = holder / out.name
         yield staged
-        _umask_modes(staged)
+        _ordinary_modes(staged)
         if out.is_dir():
             shutil.rmtree(out)
         os.replace(staged, out)

@@ -3,8 +3,8 @@
 Why: a calibration walk runs full 512-token windows through every decoder layer twice, and
 torch's CPU flash-attention kernel ran them at about 30 GFLOP/s against about 190 for the
 bf16 matrix products around it, so attention took 31 % of the walk (torch profiler, one
-SmolLM2 decoder layer, 8 x 512 tokens). Here each block of 128 queries multiplies only the keys it can see (the causal half),
-with ordinary matrix products. Scores and softmax are fp32; the probabilities times the
+SmolLM2 decoder layer, 8 x 512 tokens). Here each block of 128 queries multiplies only the
+keys it can see (the causal half), with ordinary matrix products. Scores and softmax are fp32; the probabilities times the
 values run in the inputs' dtype (bf16 in a bf16 walk), which keeps sdpa's accuracy
 (test/test_prune_attention.py). Used only inside a calibration walk
 (`calibration_attention`), and only for the plain case: no mask, causal, as many keys as
