@@ -23,6 +23,10 @@ from owled_ros.eval.fleet import BAGS_DIR, FLEET_JSON, FLEET_MD, FLEET_PLOT, bag
 from test_bag_eval import TOKENS, _gap_and_swap, save_chatty_model
 
 GOOD = ("drive_a", "drive_b")
+B_FRAMES = 16
+"""drive_b's length: five times drive_a's, so that drive_b is still running when drive_a's result
+is written, even on a slow shared CI machine (with 6 frames both could end within one poll and
+the fleet be over before the killer looked)."""
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +40,7 @@ def bags(tmp_path_factory: pytest.TempPathFactory) -> Path:
     played out of order, which the input gate rejects), and one whose mcap file is cut short."""
     root = tmp_path_factory.mktemp("fleet_bags")
     make_bag(BagSpec(frames=3, hz=10.0, seed=11), root / GOOD[0])
-    spec = BagSpec(frames=6, hz=10.0, seed=12)
+    spec = BagSpec(frames=B_FRAMES, hz=10.0, seed=12)
     write_bag(root / "day2" / GOOD[1], _gap_and_swap(spec, drop=1, swap=3), bag_info(spec))
     corrupt = make_bag(BagSpec(frames=3, hz=10.0, seed=13), root / "corrupt").path
     for mcap in corrupt.glob("*.mcap"):
@@ -70,7 +74,7 @@ def _kill_workers(mark: str, after: Path, deadline_s: float = 180.0) -> list[int
 @pytest.fixture(scope="module")
 def first(bags: Path, model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, Path]:
     """The fleet on two workers, both killed (SIGKILL) as soon as the first bag's result is
-    written. The queue is corrupt, drive_b (5 frames), drive_a (3): one worker fails the corrupt
+    written. The queue is corrupt, drive_b (B_FRAMES - 1 frames), drive_a (3): one worker fails the corrupt
     bag at once and takes drive_a, the other is still on the longer drive_b when drive_a is
     written. Ray restarts both and runs drive_b again."""
     out = tmp_path_factory.mktemp("fleet") / "out"
@@ -100,8 +104,8 @@ def test_two_scored_one_failed_with_its_error_though_a_worker_was_killed(first: 
     rows = rows_by_name(report)
     assert rows["corrupt"]["status"] == "failed" and "not a readable rosbag2" in rows["corrupt"]["error"]
     assert [rows[n]["status"] for n in GOOD] == ["scored", "scored"]
-    assert (rows[GOOD[0]]["frames_in"], rows[GOOD[1]]["frames_in"]) == (3, 5)
-    assert rows[GOOD[1]]["inputs_rejected"] == {"stamp_backwards": 1} and rows[GOOD[1]]["frames_published"] == 4
+    assert (rows[GOOD[0]]["frames_in"], rows[GOOD[1]]["frames_in"]) == (3, B_FRAMES - 1)
+    assert rows[GOOD[1]]["inputs_rejected"] == {"stamp_backwards": 1} and rows[GOOD[1]]["frames_published"] == B_FRAMES - 2
     for name in GOOD:
         assert (bag_dir(out, Path(rows[name]["bag"])) / "report.json").is_file()
     assert len(list((out / BAGS_DIR).iterdir())) == 2  # nothing for the corrupt bag, nothing half-written
@@ -116,12 +120,12 @@ def test_fleet_totals_equal_the_per_bag_results(first: tuple[int, dict, Path]) -
     t = report["totals"]
     for key in ("frames_in", "frames_published", "frames_dropped", "frames_scored"):
         assert t[key] == sum(r[key] for r in per_bag), key
-    assert (t["frames_in"], t["frames_scored"], t["frames_dropped"], t["out_of_order"], t["gaps"]) == (8, 7, 1, 1, 1)
+    assert (t["frames_in"], t["frames_scored"], t["frames_dropped"], t["out_of_order"], t["gaps"]) == (3 + B_FRAMES - 1, 3 + B_FRAMES - 2, 1, 1, 1)
     assert t["inputs_rejected"] == {"stamp_backwards": 1}
     correct = sum(f["correct"] for r in per_bag for f in r["frames"] if f["correct"] is not None)
-    assert t["frames_correct"] == correct and t["action_accuracy"] == pytest.approx(correct / 7)
+    assert t["frames_correct"] == correct and t["action_accuracy"] == pytest.approx(correct / t["frames_scored"])
     assert t["action_accuracy_ci95"][0] <= t["action_accuracy"] <= t["action_accuracy_ci95"][1]
-    weighted = sum(r["rouge_l"] * r["frames_scored"] for r in per_bag) / 7
+    weighted = sum(r["rouge_l"] * r["frames_scored"] for r in per_bag) / t["frames_scored"]
     assert t["rouge_l"] == pytest.approx(weighted)
     assert report["frames_per_s"] > 0 and report["score_s"] > 0
 
