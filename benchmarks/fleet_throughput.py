@@ -1,4 +1,4 @@
-"""Fleet throughput: frames per second of `owled eval fleet` with 1 and N Ray workers, side by side.
+"""Fleet throughput: frames per second of `owled bag eval` on a fleet with 1 and N Ray workers, side by side.
 
     source scripts/env.sh
     python benchmarks/fleet_throughput.py --workers 1 2 --bags 4 --frames 5 --rounds 2 \

@@ -1,4 +1,4 @@
-"""`owled eval fleet`: three real rosbag2 bags (one corrupt) over two workers of a local Ray.
+"""`owled bag eval` on a fleet: three real rosbag2 bags (one corrupt) over two workers of a local Ray.
 
 The model is test_bag_eval's tiny chatty one (weights scaled so its greedy answers change with
 the image and the speed): a worker that fed it differently from the sequential offline
@@ -20,7 +20,7 @@ from owled_ros.cli import main as owled_main
 from owled_ros.data.bag_make import BagSpec, bag_info, make_bag, write_bag
 from owled_ros.eval.fleet import BAGS_DIR, FLEET_JSON, FLEET_MD, FLEET_PLOT, bag_dir, discover_bags
 
-from test_bag_eval import TOKENS, _gap_and_swap, save_chatty_model
+from test_bag_eval import TOKENS, _gap_and_swap, assert_agree, save_chatty_model
 
 GOOD = ("drive_a", "drive_b")
 B_FRAMES = 16
@@ -49,7 +49,7 @@ def bags(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def fleet(bags: Path, model: Path, out: Path, *extra: str) -> tuple[int, dict]:
-    code = owled_main(["eval", "fleet", str(bags), "--model", str(model), "--out", str(out), "--max-new-tokens", TOKENS, "--quiet", *extra])
+    code = owled_main(["bag", "eval", str(bags), "--model", str(model), "--out", str(out), "--max-new-tokens", TOKENS, "--quiet", *extra])
     return code, json.loads((out / FLEET_JSON).read_text())
 
 
@@ -157,6 +157,26 @@ def test_resume_keeps_scored_bags_and_retries_the_failed(first: tuple[int, dict,
     assert after["totals"] == before["totals"]
 
 
+def test_online_workers_each_run_a_node_on_their_own_domain(model: Path, tmp_path: Path) -> None:
+    """Two workers replay two drives into real node processes at the same time; had they shared
+    a ROS domain, each recorder would also catch the other node's answers (outputs_unmatched)
+    and each node the other drive's frames. Clean drives: a frame played out of order sits on
+    a state_wait_s tie that the live clock and the offline replay may break differently."""
+    root = tmp_path / "clean"
+    for name, frames, seed in (("drive_c", 8, 21), ("drive_d", 8, 22)):
+        make_bag(BagSpec(frames=frames, hz=10.0, seed=seed), root / name)
+    code, report = fleet(root, model, tmp_path / "online", "--workers", "2", "--online")
+    assert code == 0 and report["mode"] == "online" and report["bags_scored"] == 2
+    for row in report["rows"]:
+        online = json.loads((bag_dir(tmp_path / "online", Path(row["bag"])) / "report.json").read_text())
+        single = tmp_path / f"offline_{Path(row['bag']).name}"
+        assert owled_main(["bag", "eval", row["bag"], "--model", str(model), "--out", str(single), "--offline", "--max-new-tokens", TOKENS, "--quiet"]) == 0
+        offline = json.loads((single / "report.json").read_text())
+        assert online["mode"] == "online" and online["frames_in"] == 8 and online["frames_published"] >= 1
+        assert online["outputs_unmatched"] == 0 and online["latency_p50_ms"] > 0
+        assert_agree(online, offline)
+
+
 def test_discovery_takes_bags_directories_and_missing_paths(bags: Path, tmp_path: Path) -> None:
     found = discover_bags([bags, tmp_path / "gone"])
     assert [p.name for p in found] == ["corrupt", GOOD[1], GOOD[0], "gone"]
@@ -176,12 +196,13 @@ def _closed_port() -> int:
         (["--workers", "0"], "--workers must be at least 1"),
         (["--address", "ray://127.0.0.1:{port}"], "nothing answers at 127.0.0.1"),
         (["--address", "not-an-address"], "expected auto, HOST:PORT or ray://HOST:PORT"),
+        (["--online", "--workers", "120"], "the last usable one is 101"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, bags: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     args = [a.format(port=_closed_port()) for a in args]
     out = tmp_path / "out"
-    assert owled_main(["eval", "fleet", str(bags), "--out", str(out), "--quiet", *args]) == 2
+    assert owled_main(["bag", "eval", str(bags), "--out", str(out), "--quiet", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not out.exists()
@@ -189,6 +210,6 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, bags: P
 
 def test_no_bags_found_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "empty").mkdir()
-    assert owled_main(["eval", "fleet", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
+    assert owled_main(["bag", "eval", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
     assert "no bags found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from owled_ros.eval.bag_eval import EvalConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,17 +38,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     record.add_argument("--duration", type=float, default=None, help="seconds to record")
     record.add_argument("--echo", nargs="+", default=(), metavar="TOPIC", help="also print these topics' messages as JSON lines")
 
-    ev = bag.add_parser("eval", help="run the node (or --offline the pipeline) on a bag and score its outputs")
-    ev.add_argument("bag")
+    ev = bag.add_parser(
+        "eval", help="score a bag with the real node (or --offline the pipeline); several bags or a directory of them: a fleet on Ray workers"
+    )
+    ev.add_argument("bags", nargs="+", metavar="BAG|DIR", help="a rosbag2 directory; several, or directories searched for them: a fleet (docs/fleet.md)")
     ev.add_argument("--model", default="default", help="model directory, or 'default'")
-    ev.add_argument("--out", required=True, help="directory for report.json, report.md, report.png and the recorded bag")
-    ev.add_argument("--offline", action="store_true", help="no ROS: the pipeline frame by frame in this process")
-    ev.add_argument("--hz", type=float, default=None, help="replay the camera at this rate (default: as recorded)")
-    ev.add_argument("--max-rate-hz", type=float, default=10.0, help="the node's max_rate_hz")
+    ev.add_argument("--out", required=True, help="one bag: report.json, report.md, report.png and the recorded bag; a fleet: bags/<bag>/ and fleet.json, fleet.md, fleet.png")
+    mode = ev.add_mutually_exclusive_group()
+    mode.add_argument("--offline", action="store_true", help="no ROS: the pipeline frame by frame in-process (the default for a fleet)")
+    mode.add_argument("--online", action="store_true", help="replay into a real node process (the default for one bag; for a fleet, one node per worker)")
+    ev.add_argument("--workers", type=int, default=None, help="a fleet on this many Ray actors (default 1); each loads the model once, they share the CPUs")
+    ev.add_argument("--address", default=None, help="a fleet on this Ray cluster (auto, HOST:PORT, ray://HOST:PORT); default: a local Ray on 127.0.0.1")
+    ev.add_argument("--resume", action="store_true", help="a fleet keeping the bags already scored in --out by the same model, mode and settings")
+    ev.add_argument("--hz", type=float, default=None, help="replay the camera at this rate (online; default: as recorded)")
+    ev.add_argument("--max-rate-hz", type=float, default=10.0, help="the node's max_rate_hz (online)")
     ev.add_argument("--max-new-tokens", type=int, default=64)
-    ev.add_argument("--camera-topic", default=None, help="default: the bag's only Image/CompressedImage topic")
-    ev.add_argument("--state-topic", default=None, help="default: the bag's only Odometry/TwistStamped/Float32 topic")
-    ev.add_argument("--quiet", action="store_true", help="do not print each output as it arrives")
+    ev.add_argument("--camera-topic", default=None, help="default: each bag's only Image/CompressedImage topic")
+    ev.add_argument("--state-topic", default=None, help="default: each bag's only Odometry/TwistStamped/Float32 topic")
+    ev.add_argument("--quiet", action="store_true", help="one bag: do not print each output as it arrives; a fleet: no progress bars")
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
@@ -99,6 +110,17 @@ def _record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_fleet(args: argparse.Namespace) -> bool:
+    """Several paths, a directory of bags, or a fleet option: the fleet; else today's one-bag evaluation."""
+    from pathlib import Path
+
+    from owled_ros.eval.fleet import BAG_METADATA
+
+    one = Path(args.bags[0])
+    of_bags = one.is_dir() and not (one / BAG_METADATA).is_file()
+    return len(args.bags) > 1 or of_bags or args.workers is not None or args.address is not None or args.resume
+
+
 def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -113,12 +135,41 @@ def _eval(args: argparse.Namespace) -> int:
     model = args.model if args.model == "default" else str(Path(args.model).resolve())
     if model != "default" and not Path(model).is_dir():
         raise OwledError(f"{args.model}: model directory does not exist")
-    drive = open_drive_bag(Path(args.bag), args.camera_topic, args.state_topic)
     config = EvalConfig(model, args.max_new_tokens, max_rate_hz=args.max_rate_hz, hz=args.hz)
+    if _is_fleet(args):
+        return _eval_fleet(args, config)
+    drive = open_drive_bag(Path(args.bags[0]), args.camera_topic, args.state_topic)
     report = evaluate_bag(drive, config, Path(args.out), args.offline, None if args.quiet else print_output)
     print(summary_line(report))
     print(f"report: {Path(args.out) / 'report.json'}")
     return 0
+
+
+def _eval_fleet(args: argparse.Namespace, config: EvalConfig) -> int:
+    """The fleet: the totals as one JSON object on stdout (as `owled eval` prints), a summary on
+    stderr; exit 1 when some bag could not be scored (they are listed)."""
+    import sys
+    from pathlib import Path
+
+    from owled_ros.commands.eval import emit
+    from owled_ros.errors import OwledError
+    from owled_ros.eval.bag_eval import confined_env
+    from owled_ros.eval.fleet import FLEET_JSON, FleetConfig, evaluate_fleet
+    from owled_ros.eval.fleet import summary_line as fleet_summary
+    from owled_ros.eval.fleet_ray import fleet_domains
+
+    workers = 1 if args.workers is None else args.workers
+    if workers < 1:
+        raise OwledError(f"--workers must be at least 1, got {workers}")
+    if args.online:  # refused before Ray starts rather than failing every bag
+        confined_env()
+        fleet_domains(workers)
+    fleet = FleetConfig(config, workers, args.address, args.camera_topic, args.state_topic, online=args.online)
+    report = evaluate_fleet([Path(b) for b in args.bags], fleet, Path(args.out), args.resume, progress=not args.quiet)
+    emit(report["totals"] | {"bags": report["bags"], "bags_failed": report["bags_failed"], "frames_per_s": report["frames_per_s"]}, None)
+    print(fleet_summary(report), file=sys.stderr)
+    print(f"report: {Path(args.out) / FLEET_JSON}", file=sys.stderr)
+    return 1 if report["bags_failed"] else 0
 
 
 def run(args: argparse.Namespace) -> int:

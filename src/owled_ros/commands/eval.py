@@ -14,7 +14,6 @@ from owled_ros.fsutil import write_text_atomic
 
 EVALS: dict[str, str] = {  # kind -> module in owled_ros.commands
     "ppl": "eval_ppl", "driving-qa": "eval_driving_qa", "paired": "eval_paired", "action-errors": "eval_action_errors",
-    "fleet": "eval_fleet",
 }
 
 

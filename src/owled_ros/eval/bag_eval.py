@@ -132,7 +132,7 @@ class OutputCollector:
 
 
 # ---- online ---------------------------------------------------------------------------------
-def _confined_env() -> dict[str, str]:
+def confined_env() -> dict[str, str]:
     """The children's environment; refuses to start DDS processes that could talk off this machine."""
     env = dict(os.environ)
     if env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST" or not env.get("FASTDDS_DEFAULT_PROFILES_FILE"):
@@ -155,16 +155,22 @@ class _Children:
 
     def __init__(self, work: Path) -> None:
         self.work = work
-        self.env = _confined_env()
+        self.env = confined_env()
         self.procs: dict[str, subprocess.Popen] = {}
         self.lines: queue.Queue[str] = queue.Queue()
 
     def start(self, name: str, args: list[str], pipe_stdout: bool = False) -> subprocess.Popen:
         log = open(self.work / f"{name}.log", "w")
-        proc = subprocess.Popen(
-            args, env=self.env, stdout=subprocess.PIPE if pipe_stdout else log, stderr=log, text=True, start_new_session=True
-        )
-        log.close()
+        # A child inherits this thread's blocked signals, and a Ray worker blocks SIGINT: a child
+        # started there would never see the SIGINT that stops it. Unblocked for the fork only.
+        blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        try:
+            proc = subprocess.Popen(
+                args, env=self.env, stdout=subprocess.PIPE if pipe_stdout else log, stderr=log, text=True, start_new_session=True
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            log.close()
         if pipe_stdout:
             threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
         self.procs[name] = proc

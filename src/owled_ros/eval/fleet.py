@@ -1,7 +1,9 @@
-"""Fleet evaluation: many recorded drives scored offline, one row per bag and fleet totals.
+"""Fleet evaluation: many recorded drives, one row per bag and fleet totals.
 
 Each bag goes through bag_eval's offline path (the node's decoders, input checks, pairing and
-stamp guard) on a worker that loaded the model once; Ray places the workers (fleet_ray.py).
+stamp guard) on a worker that loaded the model once, or with `online` through bag_eval's
+real-node path (one node process per worker, each worker on its own ROS domain); Ray places
+the workers (fleet_ray.py).
 This module holds what needs no Ray: finding the bags, where each bag's result lives, which
 results a rerun may keep (--resume), and the fleet totals and their report.
 
@@ -42,6 +44,12 @@ class FleetConfig:
     camera_topic: str | None = None
     """None: each bag's only camera topic (as `owled bag eval`)."""
     state_topic: str | None = None
+    online: bool = False
+    """Each worker replays its bags into a real node process (bag_eval.run_online) instead of the in-process pipeline."""
+
+    @property
+    def mode(self) -> str:
+        return "online" if self.online else "offline"
 
 
 # ---- which bags -------------------------------------------------------------------------------
@@ -81,8 +89,8 @@ def write_bag_result(out: Path, report: dict) -> None:
         write_text_atomic(staged / REPORT_MD, report_markdown(report))
 
 
-def kept_result(out: Path, bag: Path, config: EvalConfig) -> dict | None:
-    """The bag's earlier report if it was scored offline by the same model with the same settings (for --resume)."""
+def kept_result(out: Path, bag: Path, config: EvalConfig, mode: str) -> dict | None:
+    """The bag's earlier report if it was scored in `mode` by the same model with the same settings (for --resume)."""
     path = bag_dir(out, bag) / REPORT_JSON
     if not path.is_file():
         return None
@@ -91,7 +99,7 @@ def kept_result(out: Path, bag: Path, config: EvalConfig) -> dict | None:
     except json.JSONDecodeError:
         return None
     same = (report.get("bag"), report.get("mode"), report.get("model"), report.get("max_new_tokens")) == (
-        str(bag), "offline", config.model, config.max_new_tokens,
+        str(bag), mode, config.model, config.max_new_tokens,
     )
     return report if same else None
 
@@ -159,7 +167,7 @@ def bag_row(outcome: BagOutcome) -> dict:
     return row | summary | {"action_accuracy_ci95": list(ci) if ci else None, "resumed": outcome.resumed}
 
 
-def fleet_report(outcomes: Sequence[BagOutcome], config: EvalConfig, run: dict) -> dict:
+def fleet_report(outcomes: Sequence[BagOutcome], config: EvalConfig, mode: str, run: dict) -> dict:
     """fleet.json: the run (workers, where, times, frames per second), the totals, one row per bag.
 
     frames_per_s counts the frames of the bags scored in this run over score_s, from the moment
@@ -170,7 +178,7 @@ def fleet_report(outcomes: Sequence[BagOutcome], config: EvalConfig, run: dict) 
     fresh = [o.report for o in outcomes if o.report is not None and not o.resumed]
     fresh_frames = sum(r["frames_published"] for r in fresh)
     return {
-        "model": config.model, "max_new_tokens": config.max_new_tokens, "max_state_age_s": config.max_state_age_s,
+        "model": config.model, "mode": mode, "max_new_tokens": config.max_new_tokens, "max_state_age_s": config.max_state_age_s,
         "bags": len(outcomes), "bags_scored": len(scored), "bags_failed": len(outcomes) - len(scored),
         "bags_resumed": sum(o.resumed for o in outcomes),
         **run,
@@ -208,7 +216,7 @@ def fleet_markdown(report: dict) -> str:
     lines = [
         f"# Fleet evaluation: {report['bags_scored']} of {report['bags']} bags scored ({report['bags_failed']} failed)",
         "",
-        f"Model `{report['model']}`, {report['workers']} worker(s) on {report['where']}: {report['frames_scored_now']} frames scored "
+        f"Model `{report['model']}`, {report['mode']}, {report['workers']} worker(s) on {report['where']}: {report['frames_scored_now']} frames scored "
         f"in this run, {_fmt(report['frames_per_s'], '.2f')} frames/s once the workers were loaded "
         f"({_fmt(report['frames_per_s_wall'], '.2f')} over the whole {report['wall_s']:.1f} s, Ray start and model loading included).",
         "",
@@ -302,7 +310,7 @@ def evaluate_fleet(paths: Sequence[Path], config: FleetConfig, out: Path, resume
     bags = discover_bags(paths)
     outcomes: dict[Path, BagOutcome] = {}
     for bag in bags if resume else ():
-        kept = kept_result(out, bag, config.eval)
+        kept = kept_result(out, bag, config.eval, config.mode)
         if kept is not None:
             outcomes[bag] = BagOutcome(bag, kept, resumed=True)
 
@@ -312,6 +320,6 @@ def evaluate_fleet(paths: Sequence[Path], config: FleetConfig, out: Path, resume
         outcomes[bag] = BagOutcome(bag, report, error)
 
     run = run_fleet([b for b in bags if b not in outcomes], config, on_result, progress)
-    report = fleet_report([outcomes[b] for b in bags], config.eval, run)
+    report = fleet_report([outcomes[b] for b in bags], config.eval, config.mode, run)
     write_fleet_report(report, out)
     return report

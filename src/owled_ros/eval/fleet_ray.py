@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from owled_ros.errors import OwledError
-from owled_ros.eval.bag_eval import EvalConfig, run_offline, score
+from owled_ros.eval.bag_eval import EvalConfig, run_offline, run_online, score
 from owled_ros.eval.fleet import FleetConfig
 
 OBJECT_STORE_BYTES = 128 * 2**20
@@ -29,6 +30,8 @@ WORKER_RESTARTS = 1
 """A worker whose process dies is restarted and its bag retried this many times before the bag counts as failed."""
 POLL_S = 0.5
 ADDRESS_TIMEOUT_S = 5.0
+MAX_DOMAIN_ID = 101
+"""ROS 2's portable domain range is 0-101 (docs.ros.org, "The ROS_DOMAIN_ID")."""
 
 
 def _import_ray(local: bool):
@@ -82,18 +85,32 @@ def ray_cluster(address: str | None) -> Iterator[tuple[float, str]]:
         ray.shutdown()
 
 
-class BagScorer:
-    """A fleet worker: the model loaded once, then bags scored one at a time (offline, as bag_eval does)."""
+def fleet_domains(workers: int) -> list[int]:
+    """The ROS domain of each online worker: the ones after this process's ROS_DOMAIN_ID, so the
+    workers' nodes hear neither each other nor a stack running on the user's own domain."""
+    base = int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
+    domains = [base + 1 + i for i in range(workers)]
+    if domains[-1] > MAX_DOMAIN_ID:
+        raise OwledError(f"--online with {workers} workers needs ROS domains {domains[0]}-{domains[-1]}; the last usable one is {MAX_DOMAIN_ID} (lower ROS_DOMAIN_ID or --workers)")
+    return domains
 
-    def __init__(self, config: EvalConfig, threads: int) -> None:
+
+class BagScorer:
+    """A fleet worker that scores bags one at a time, as `owled bag eval` does: offline, the model
+    loaded once in this process; online (domain set), a real node process per bag on that ROS domain."""
+
+    def __init__(self, config: EvalConfig, threads: int, domain: int | None = None) -> None:
         import torch
 
         from owled_ros.runtime.pipeline import PipelineConfig, load_pipeline
 
         torch.set_num_threads(threads)
         self.config = config
-        self.pipeline = load_pipeline(config.model, PipelineConfig(config.max_new_tokens))
         self.frames = 0
+        self.pipeline = None if domain is not None else load_pipeline(config.model, PipelineConfig(config.max_new_tokens))
+        if domain is not None:
+            os.environ["ROS_DOMAIN_ID"] = str(domain)  # inherited by this worker's node, recorder and player
+            os.environ["OMP_NUM_THREADS"] = str(threads)  # the node's torch threads: this worker's CPU share
 
     def ready(self) -> int:
         return os.getpid()
@@ -109,6 +126,9 @@ class BagScorer:
             self.frames += 1
 
         drive = open_drive_bag(Path(bag), camera_topic, state_topic)
+        if self.pipeline is None:
+            with tempfile.TemporaryDirectory(prefix="owled-fleet-") as work:  # the node's logs and the recorded outputs
+                return score(drive, run_online(drive, self.config, Path(work), count), "online", self.config)
         return score(drive, run_offline(drive, self.config, count, self.pipeline), "offline", self.config)
 
 
@@ -139,11 +159,13 @@ def score_bags(bags: Sequence[Path], config: FleetConfig, cpus: float, on_result
     share = cpus / config.workers
     actor_class = ray.remote(num_cpus=share, max_restarts=WORKER_RESTARTS, max_task_retries=WORKER_RESTARTS, max_concurrency=2)(BagScorer)
 
-    def start() -> object:
-        return actor_class.remote(config.eval, max(1, int(share)))
+    domains = fleet_domains(workers) if config.online else [None] * workers
+
+    def start(i: int) -> object:
+        return actor_class.remote(config.eval, max(1, int(share)), domains[i])
 
     started = time.monotonic()
-    actors = [start() for _ in range(workers)]
+    actors = [start(i) for i in range(workers)]
     try:
         ray.get([a.ready.remote() for a in actors])
         loaded = time.monotonic()
@@ -171,7 +193,7 @@ def score_bags(bags: Sequence[Path], config: FleetConfig, cpus: float, on_result
                     on_result(bag, ray.get(ref), None)
                 except ray.exceptions.RayError as err:
                     if isinstance(err, ray.exceptions.RayActorError):
-                        actors[i], seen[i] = start(), 0
+                        actors[i], seen[i] = start(i), 0
                     on_result(bag, None, _error_text(ray, err))
                 bag_bar.update()
                 submit(i)
