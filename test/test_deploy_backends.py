@@ -19,7 +19,9 @@ from owled_ros.deploy.export import LM_ONNX, VISION_ONNX, export_onnx, kv_geomet
 from owled_ros.deploy.runner import BACKEND_FILE, RUNTIME_DIR, load_runtime, machine_warning, read_backend
 from owled_ros.errors import OwledError
 from owled_ros.model.checkpoint import load_vlm
+from owled_ros.model.ood import OOD_FILE, fit_ood, pooled
 from owled_ros.model.prompt import FRAME_QUESTION
+from owled_ros.runtime.pipeline import PipelineConfig, load_pipeline
 from tiny_models import save_tiny_vlm
 
 ort = pytest.importorskip("onnxruntime")
@@ -48,9 +50,11 @@ def test_exported_graphs_compute_what_the_torch_model_computes(tiny, tmp_path) -
         assert np.abs(logits[0] - ref[t]).max() < 1e-4
     assert keys.shape == (layers, 1, heads, 9, dim)
     image = np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8)
-    visual = ort.InferenceSession(str(tmp_path / VISION_ONNX)).run(None, {"pixels": vlm.encoder.preprocess([image]).numpy()})[0]
+    visual, feature = ort.InferenceSession(str(tmp_path / VISION_ONNX)).run(None, {"pixels": vlm.encoder.preprocess([image]).numpy()})
     with torch.no_grad():
         assert np.abs(visual - vlm.visual_embeds([image]).numpy()).max() < 1e-4
+        ref = pooled(vlm.encode([image])).numpy()  # about 1e-8 from this untrained encoder: compared relative
+        assert np.linalg.norm(feature - ref) <= 1e-3 * np.linalg.norm(ref)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +78,45 @@ def test_onnxruntime_deploy_records_its_check_and_answers_like_fp32(tiny, deploy
     gen = runtime.generate([frame.image], [frame.state], [FRAME_QUESTION], 6)[0]
     assert 0 < len(gen.token_texts) <= 6 and all(0.0 < p <= 1.0 for p in gen.token_probs)
     assert (deployed / "lm").is_dir()  # the torch int8 directory stays usable beside the runtime
+
+
+def test_the_pipeline_runs_the_backend_deploy_chose_and_scores_ood_on_its_features(deployed, tmp_path) -> None:
+    """The node's pipeline on the deployed directory answers on onnxruntime, and the vision graph's
+    feature gives the same out-of-distribution score as the torch encoder's tokens."""
+    import shutil
+
+    model = tmp_path / "deployed"
+    shutil.copytree(deployed, model)
+    torch_vlm = load_vlm(model)
+    images = [np.random.default_rng(i).integers(0, 255, (90, 160, 3), dtype=np.uint8) for i in range(8)]
+    with torch.no_grad():
+        features = torch.cat([pooled(torch_vlm.encode([im])) for im in images])
+    fit_ood(features[:6], features[6:]).save(model / OOD_FILE)
+    config = PipelineConfig(max_new_tokens=6)
+    runtime, on_torch = load_pipeline(model, config), load_pipeline(model, config, backend="torch")
+    assert (runtime.backend, on_torch.backend) == ("onnxruntime", "torch")
+    assert "onnxruntime" in runtime.model_id and "onnxruntime" not in on_torch.model_id
+    for image in images[:2]:
+        got, ref = runtime.run(image, None, False), on_torch.run(image, None, False)
+        assert got.ood_score is not None and got.ood_score == pytest.approx(ref.ood_score, rel=1e-3)
+        assert got.timings_ms["encode"] > 0 and got.timings_ms["generate"] > 0
+    with pytest.raises(OwledError, match="holds no files for backend openvino"):
+        load_pipeline(model, config, backend="openvino")
+    with pytest.raises(OwledError, match="precision fp32 runs on torch only"):
+        load_pipeline(model, config, precision="fp32")
+
+
+def test_the_node_answers_on_the_deployed_backend(deployed, tmp_path) -> None:
+    """A bag replayed through the real owled_node: its answers say they came from onnxruntime."""
+    from owled_ros.data.bag_make import BagSpec, make_bag
+
+    bag = make_bag(BagSpec(frames=3, hz=10.0), tmp_path / "bag").path
+    out = tmp_path / "eval"
+    assert main(["bag", "eval", str(bag), "--model", str(deployed), "--out", str(out), "--max-new-tokens", "6", "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["mode"] == "online" and report["frames_published"] >= 1
+    assert "onnxruntime" in report["model_id"]
+    assert "on backend onnxruntime" in (out / "node.log").read_text()
 
 
 def test_the_gate_refuses_a_model_that_answers_otherwise(tiny) -> None:

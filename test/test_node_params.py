@@ -22,6 +22,7 @@ BAD_VALUES = [
     ("camera_topic:=bad//topic", "parameter camera_topic='bad//topic' is not a valid topic name (Invalid topic name: topic name must not contain repeated '/'"),
     ("state_wait_s:=-0.1", "parameter state_wait_s=-0.1 must be a finite number >= 0"),
     ("max_speed_mps:=0.0", "parameter max_speed_mps=0.0 must be a finite number > 0"),
+    ("backend:=tensorrt", "parameter backend='tensorrt' must be one of deployed, torch, onnxruntime, openvino"),
     ("max_rate:=5.0", "unknown parameter(s) max_rate"),
 ]
 

@@ -42,7 +42,8 @@ def unavailable(backend: str) -> str | None:
 class Graphs(Protocol):
     """The two calls a runtime answers; numpy in, numpy out."""
 
-    def vision(self, pixels: np.ndarray) -> np.ndarray: ...
+    def vision(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(visual tokens in LM space, the encoder's grid-averaged feature or None for a graph exported without it)."""
 
     def lm_step(
         self, embeds: np.ndarray, positions: np.ndarray, keys: np.ndarray, values: np.ndarray
@@ -85,8 +86,9 @@ class OrtGraphs:
         make = lambda name: ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])  # noqa: E731
         return cls(make(VISION_ONNX), make(LM_ONNX))
 
-    def vision(self, pixels: np.ndarray) -> np.ndarray:
-        return self.vision_session.run(None, {"pixels": pixels})[0]
+    def vision(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = self.vision_session.run(None, {"pixels": pixels})
+        return out[0], out[1] if len(out) > 1 else None
 
     def lm_step(self, embeds, positions, keys, values):
         feed = {"inputs_embeds": embeds, "position_ids": positions, "past_keys": keys, "past_values": values}
@@ -107,8 +109,9 @@ class OpenVinoGraphs:
         lm_config = {**config, "CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE": sparse_rate} if sparse_rate > 0 else config
         return cls(core.compile_model(folder / "vision.xml", "CPU", config), core.compile_model(folder / "lm.xml", "CPU", lm_config))
 
-    def vision(self, pixels: np.ndarray) -> np.ndarray:
-        return self.vision_model([pixels])[0]
+    def vision(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = self.vision_model([pixels])
+        return out[0], out[1] if len(out) > 1 else None
 
     def lm_step(self, embeds, positions, keys, values):
         out = self.lm_model([embeds, positions, keys, values])

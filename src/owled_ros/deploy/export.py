@@ -1,7 +1,8 @@
 """A DrivingVLM as two ONNX graphs other runtimes (ONNX Runtime, OpenVINO) can run.
 
 - `vision.onnx`: normalized pixels (1, 3, H, W) -> the LM-space visual tokens (1, N, hidden):
-  encoder + projector in one graph.
+  encoder + projector in one graph; and the encoder's tokens averaged over the grid (1, C),
+  the feature the out-of-distribution score reads (model/ood.py).
 - `lm.onnx`: one LM step with a KV cache. Inputs: `inputs_embeds` (1, T, hidden),
   `position_ids` (1, T), `past_keys` / `past_values` (layers, 1, kv_heads, P, head_dim).
   Outputs: `logits` of the last position only (1, vocab) and the cache grown to P + T.
@@ -47,9 +48,10 @@ class VisionGraph(nn.Module):
             pooled = vlm.encoder.pool(eye)  # (pixels, tokens, 1): where each pixel lands
         self.register_buffer("pool", pooled[:, :, 0].t().contiguous())  # (tokens, pixels)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.backbone.features(pixels)
-        return self.projector(torch.matmul(self.pool, fmap.flatten(2).transpose(1, 2)))
+        tokens = torch.matmul(self.pool, fmap.flatten(2).transpose(1, 2))
+        return self.projector(tokens), tokens.mean(dim=1)
 
 
 class LMStep(nn.Module):
@@ -110,7 +112,7 @@ def export_onnx(vlm: DrivingVLM, out_dir: Path) -> None:
     pixels = torch.zeros(1, 3, h, w)
     torch.onnx.export(
         VisionGraph(vlm).eval(), (pixels,), str(out_dir / VISION_ONNX), dynamo=False, opset_version=OPSET,
-        input_names=["pixels"], output_names=["visual"],
+        input_names=["pixels"], output_names=["visual", "features"],
     )
     step = LMStep(vlm.lm).eval()
     layers, kv_heads, head_dim = kv_geometry(vlm.lm)

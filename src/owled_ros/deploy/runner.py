@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ from owled_ros.deploy.backends import Graphs, load_graphs
 from owled_ros.errors import OwledError
 from owled_ros.model.encoders import EncoderConfig, VisionEncoder
 from owled_ros.model.int8 import pack, unpack
-from owled_ros.model.vlm import Generation, assemble_lm_inputs, to_generation
+from owled_ros.model.ood import OodStats
+from owled_ros.model.vlm import DrivingVLM, Generation, assemble_lm_inputs, to_generation
 from owled_ros.schema import VehicleState
 
 RUNTIME_DIR = "runtime"
@@ -45,16 +47,24 @@ class Int8Embedding(nn.Module):
 
 
 class RuntimeVLM:
-    """Duck-types DrivingVLM where the pipeline and evaluation use it: `generate`, `tokenizer`, `meta`."""
+    """Duck-types DrivingVLM where the pipeline and evaluation use it: `generate`, `tokenizer`,
+    `meta`, `ood`, `register_encoded_hook`."""
 
     def __init__(
-        self, graphs: Graphs, tokenizer, embed: nn.Module, encoder_config: EncoderConfig, geometry: tuple[int, int, int], meta: dict
+        self, graphs: Graphs, tokenizer, embed: nn.Module, encoder_config: EncoderConfig, geometry: tuple[int, int, int], meta: dict,
+        ood: OodStats | None = None,
     ) -> None:
-        self.graphs, self.tokenizer, self.embed, self.meta = graphs, tokenizer, embed, meta
+        self.graphs, self.tokenizer, self.embed, self.meta, self.ood = graphs, tokenizer, embed, meta, ood
         self.preprocessor = VisionEncoder(encoder_config)  # resize + normalize only: no weights
         self.geometry = geometry  # (layers, kv heads, head dim) of the KV cache
+        self._encoded_hooks: list[Callable[[torch.Tensor | None], None]] = []
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
+
+    def register_encoded_hook(self, hook: Callable[[torch.Tensor | None], None]) -> None:
+        """As DrivingVLM's: hook(the encoder's feature as (1, 1, C) tokens, or None for a vision
+        graph exported without it) after each vision call."""
+        self._encoded_hooks.append(hook)
 
     @property
     def prompt_cues(self) -> bool:
@@ -62,7 +72,10 @@ class RuntimeVLM:
 
     def _prompt(self, image: np.ndarray, state: VehicleState | None, question: str, answer: str | None = None):
         pixels = self.preprocessor.preprocess([image]).numpy()
-        visual = torch.from_numpy(self.graphs.vision(pixels))
+        visual, feature = self.graphs.vision(pixels)
+        for hook in self._encoded_hooks:
+            hook(None if feature is None else torch.from_numpy(feature)[:, None, :])
+        visual = torch.from_numpy(visual)
         answers = None if answer is None else [answer]
         embeds, _mask, spans = assemble_lm_inputs(self.tokenizer, self.embed, visual, [state], [question], answers, False, self.prompt_cues)
         return embeds.numpy(), spans[0]
@@ -143,7 +156,7 @@ def open_runtime(model_dir: Path, backend: str, build_info: dict, threads: int) 
     """The RuntimeVLM of a model directory's `runtime/<backend>` files."""
     from safetensors.torch import load_file
 
-    from owled_ros.model.checkpoint import read_model_config
+    from owled_ros.model.checkpoint import load_ood, read_model_config
 
     graphs = load_graphs(backend, model_dir / RUNTIME_DIR / backend, threads, build_info)
     config = read_model_config(model_dir)
@@ -151,7 +164,7 @@ def open_runtime(model_dir: Path, backend: str, build_info: dict, threads: int) 
     tokenizer = AutoTokenizer.from_pretrained(model_dir / config["lm"], trust_remote_code=False, local_files_only=True)
     meta = {**config.get("meta", {}), "backend": backend, "precision": "int8"}
     embed = Int8Embedding(table["q"], table["scale"])
-    return RuntimeVLM(graphs, tokenizer, embed, EncoderConfig.from_dict(config["encoder"]), kv_geometry_of(model_dir), meta)
+    return RuntimeVLM(graphs, tokenizer, embed, EncoderConfig.from_dict(config["encoder"]), kv_geometry_of(model_dir), meta, load_ood(model_dir))
 
 
 def load_runtime(model_dir: Path, threads: int | None = None, backend: str | None = None) -> RuntimeVLM:
@@ -182,3 +195,24 @@ def machine_warning(record: dict) -> str | None:
         return None
     return (f"backend {record.get('backend')} was chosen on {there.get('cpu', '?')} ({', '.join(there.get('cpu_features', []))}); "
             f"this is {here['cpu']} ({', '.join(here['cpu_features'])}): deploy again here with --backend auto to re-measure")
+
+
+def load_driving_model(model_spec: str | Path, precision: str = "auto", backend: str | None = None) -> DrivingVLM | RuntimeVLM:
+    """What the node runs for `model_spec`: the backend `owled deploy` chose for the directory
+    (runtime/backend.json), or `backend` (torch, or another one it kept with --keep-all);
+    a directory never deployed runs on torch. `precision` applies to torch only."""
+    from owled_ros.deploy.config import BACKENDS
+    from owled_ros.model.checkpoint import load_vlm, resolve_model_dir
+
+    if backend is not None and backend not in BACKENDS:
+        raise OwledError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    model_dir = resolve_model_dir(model_spec)
+    record = read_backend(model_dir)
+    chosen = backend or (record or {}).get("backend") or "torch"
+    if chosen == "torch":
+        return load_vlm(model_spec, precision)
+    if precision == "fp32":
+        raise OwledError(f"{model_spec}: deployed for {chosen} (int8); precision fp32 runs on torch only (set backend torch)")
+    if record is None:
+        raise OwledError(f"{model_spec}: backend {chosen} asked for, but the directory was not deployed for it (owled deploy --backend {chosen})")
+    return load_runtime(model_dir, backend=chosen)

@@ -5,6 +5,7 @@ prefix and the question; vehicle state enters the prompt as text.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,6 +112,11 @@ class DrivingVLM(nn.Module):
 
     def visual_embeds(self, images: list[np.ndarray]) -> torch.Tensor:
         return self.projector(self.encode(images))
+
+    def register_encoded_hook(self, hook: Callable[[torch.Tensor | None], None]) -> None:
+        """hook(encoder tokens (B, N, C)) once per generate, right after the encoder (the
+        pipeline times encode vs generate there and scores out-of-distribution frames)."""
+        self.projector.register_forward_hook(lambda _module, inputs, _output: hook(inputs[0]))
 
     # ---- sequence assembly --------------------------------------------------------------------
     def lm_inputs(

@@ -82,11 +82,12 @@ class OwledNode(LifecycleNode):
         from owled_ros.runtime.pipeline import PipelineConfig, load_pipeline
 
         started = time.perf_counter()
+        backend = None if self.params.backend == "deployed" else self.params.backend
         config = PipelineConfig(self.params.max_new_tokens, self.params.prompt or FRAME_QUESTION, self.params.ood_action)
         loaded: Future = Future()
         self._stop.clear()
         self._worker = threading.Thread(
-            target=self._work, args=(lambda: load_pipeline(self.params.model, config, self.params.precision), loaded),
+            target=self._work, args=(lambda: load_pipeline(self.params.model, config, self.params.precision, backend), loaded),
             name="owled_inference", daemon=True,
         )
         self._worker.start()
@@ -101,7 +102,9 @@ class OwledNode(LifecycleNode):
         self._action_pub = self.create_lifecycle_publisher(ActionPrediction, self.params.action_topic, OUTPUT_DEPTH)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_DEPTH)
         self._diag_timer = self.create_timer(self.params.diagnostics_period_s, self._publish_diagnostics)
-        self.get_logger().info(f"configured: model {self._pipeline.model_id} loaded in {time.perf_counter() - started:.1f} s")
+        self.get_logger().info(
+            f"configured: model {self._pipeline.model_id} on backend {self._pipeline.backend} loaded in {time.perf_counter() - started:.1f} s"
+        )
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -295,6 +298,7 @@ class OwledNode(LifecycleNode):
                 values[f"{name}_p50"], values[f"{name}_p95"] = f"{window[0]:.2f}", f"{window[1]:.2f}"
         model_id = self._pipeline.model_id if self._pipeline is not None else ""
         values["model_id"] = model_id
+        values["backend"] = self._pipeline.backend if self._pipeline is not None else ""
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         array.status = [

@@ -17,6 +17,7 @@ from rclpy.expand_topic_name import expand_topic_name
 from rclpy.node import Node
 from rclpy.validate_full_topic_name import validate_full_topic_name
 
+from owled_ros.deploy.config import BACKENDS
 from owled_ros.model import PRECISIONS
 from owled_ros.runtime.gate import GateConfig
 from owled_ros.runtime.ood import OOD_ACTIONS
@@ -35,6 +36,7 @@ class ParamError(ValueError):
 class NodeParams:
     model: str
     precision: str
+    backend: str
     autostart: bool
     camera_topic: str
     camera_type: str
@@ -106,6 +108,7 @@ class ParamSpec:
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "default", "model directory (owled or LLaVA), or 'default' for the bundled model", _model),
     ParamSpec("precision", "auto", "auto (as the model directory holds it: int8 after owled deploy) or fp32 (an int8 directory de-quantized); int8 refuses fp32 directories", _one_of(*PRECISIONS)),
+    ParamSpec("backend", "deployed", "deployed (the runtime owled deploy chose for the directory; torch for one never deployed), or torch, onnxruntime, openvino (one it kept)", _one_of("deployed", *BACKENDS)),
     ParamSpec("autostart", True, "configure and activate at start-up; false waits for lifecycle transitions"),
     ParamSpec("camera_topic", "/camera/image_raw", "camera input topic", _topic),
     ParamSpec("camera_type", "image", "image (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage)", _one_of(*CAMERA_TYPE_NAMES)),

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from owled_ros.model.checkpoint import load_vlm, resolve_model_dir
+from owled_ros.deploy.runner import RuntimeVLM, load_driving_model
+from owled_ros.model.checkpoint import resolve_model_dir
 from owled_ros.model.prompt import FRAME_QUESTION
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.runtime.answer import parse_answer, parse_description
@@ -61,8 +63,8 @@ def rule_target_speed(action: Action, speed_mps: float | None) -> float | None:
     return speed_mps  # keep speed, change lane
 
 
-def model_id(vlm: DrivingVLM, model_dir: Path | None = None) -> str:
-    """Model name plus pruning summary (from prune_report.json), so recorded bags say what produced them."""
+def model_id(vlm: DrivingVLM | RuntimeVLM, model_dir: Path | None = None) -> str:
+    """Model name plus pruning summary (from prune_report.json) and the runtime, so recorded bags say what produced them."""
     name = str(vlm.meta.get("name") or vlm.meta.get("source") or (model_dir.name if model_dir else "unnamed"))
     notes = []
     report_file = model_dir / "prune_report.json" if model_dir else None
@@ -75,6 +77,8 @@ def model_id(vlm: DrivingVLM, model_dir: Path | None = None) -> str:
             notes.append("unreadable prune_report.json")
     if vlm.meta.get("precision") == "int8":
         notes.append("int8")
+    if vlm.meta.get("backend"):
+        notes.append(vlm.meta["backend"])
     if vlm.meta.get("trained") is False:
         notes.append("untrained")
     return f"{name} ({', '.join(notes)})" if notes else name
@@ -83,20 +87,25 @@ def model_id(vlm: DrivingVLM, model_dir: Path | None = None) -> str:
 class DrivingPipeline:
     """Single-threaded by design: the ROS node calls `run` from one worker thread."""
 
-    def __init__(self, vlm: DrivingVLM, config: PipelineConfig, model_id_text: str | None = None) -> None:
+    def __init__(self, vlm: DrivingVLM | RuntimeVLM, config: PipelineConfig, model_id_text: str | None = None) -> None:
         self.vlm = vlm
         self.config = config
         self.model_id = model_id_text or model_id(vlm)
         self._encoded_at = 0.0
         self._ood_score: float | None = None
         self._calibration = ConfidenceCalibration.from_meta(vlm.meta)  # None: the raw confidence is published
-        # The projector runs once per generate(), right after the encoder: its end splits encode from
-        # generate, and its input is the encoder's tokens, which the OOD score reads.
-        vlm.projector.register_forward_hook(self._mark_encoded)
+        # Once per generate(), right after the encoder: it splits encode from generate, and the
+        # encoder's tokens are what the OOD score reads.
+        vlm.register_encoded_hook(self._mark_encoded)
 
-    def _mark_encoded(self, _module: object, inputs: tuple, _output: object) -> None:
-        if self.vlm.ood is not None:
-            self._ood_score = float(self.vlm.ood.score(inputs[0])[0])
+    @property
+    def backend(self) -> str:
+        """The runtime that answers: torch, onnxruntime or openvino."""
+        return str(self.vlm.meta.get("backend") or "torch")
+
+    def _mark_encoded(self, tokens: torch.Tensor | None) -> None:
+        if self.vlm.ood is not None and tokens is not None:
+            self._ood_score = float(self.vlm.ood.score(tokens)[0])
         self._encoded_at = time.perf_counter()
 
     def run(self, image_rgb: np.ndarray, state: VehicleState | None, state_fresh: bool) -> FrameResult:
@@ -128,7 +137,8 @@ class DrivingPipeline:
         return apply_ood_action(result, self.config.ood_action)
 
 
-def load_pipeline(model_spec: str | Path, config: PipelineConfig, precision: str = "auto") -> DrivingPipeline:
-    """`default`, an owled model directory or a LLaVA directory -> a ready pipeline."""
-    vlm = load_vlm(model_spec, precision)
+def load_pipeline(model_spec: str | Path, config: PipelineConfig, precision: str = "auto", backend: str | None = None) -> DrivingPipeline:
+    """`default`, an owled model directory or a LLaVA directory -> a ready pipeline, on the runtime
+    `owled deploy` chose for it unless `backend` names another (deploy/runner.load_driving_model)."""
+    vlm = load_driving_model(model_spec, precision, backend)
     return DrivingPipeline(vlm, config, model_id(vlm, resolve_model_dir(model_spec)))
