@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's main command: prune the bundled model (the vehicle recipe: 10 % OWL-Wanda, quick
-# calibration), deploy it as int8 (the vehicle-CPU path), run owled_node on it over a replayed
+# calibration), deploy it as int8 on the fastest runtime that passes the deploy gate on this CPU
+# (torch, ONNX Runtime or OpenVINO: the vehicle-CPU path), run owled_node on it over a replayed
 # scene bag, printing every answer, then compare with the dense fp32 model.
 # Recipe knobs: OWLED_DEMO_STRUCTURE (unstructured | channels | layers), OWLED_DEMO_SPARSITY,
 # OWLED_DEMO_RECOVER_STEPS (distillation steps after pruning; 0: none). The structured recipe,
@@ -19,5 +20,5 @@ pruned="$out/pruned-$structure-$sparsity-r$recover_steps"
 [ -d "$out/scenes" ] || owled bag make --source scenes --frames 20 --hz 10 --out "$out/scenes"
 [ -d "$pruned" ] || owled prune --model default --structure "$structure" --ratios owl --sparsity "$sparsity" \
   --owl-lambda 0.1 --calib scenes --calib-samples 16 --recover-steps "$recover_steps" --out "$pruned"
-[ -d "$pruned-int8" ] || owled deploy --model "$pruned" --down-alpha 0.3 --calib-samples 16 --out "$pruned-int8"
+[ -d "$pruned-int8" ] || owled deploy --model "$pruned" --down-alpha 0.3 --calib-samples 16 --backend auto --gate-frames 4 --out "$pruned-int8"
 owled demo --bag "$out/scenes" --pruned "$pruned-int8" --out "$out"

@@ -119,6 +119,30 @@ def test_the_node_answers_on_the_deployed_backend(deployed, tmp_path) -> None:
     assert "on backend onnxruntime" in (out / "node.log").read_text()
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_structured_model_deploys_through_each_exported_runtime(backend, tiny, tmp_path) -> None:
+    """Channels and KV-head groups physically removed: the exported graphs take the smaller widths
+    from the weights, pass the gate, and answer like the structured fp32 model."""
+    if unavailable(backend):
+        pytest.skip(unavailable(backend))
+    from owled_ros.prune.config import PruneConfig
+    from owled_ros.prune.structured_save import prune_vlm_to
+
+    vlm = load_vlm(tiny)
+    calib = load_calibration("scenes", 3, vlm.tokenizer, 32)
+    prune_vlm_to(vlm, calib, PruneConfig("wanda", "owl", 0.3, 0.5, structure="channels", importance="activation"), tmp_path / "ch", {"source": "scenes"}, 0.0)
+    structured = load_vlm(tmp_path / "ch")
+    assert structured.lm.model.layers[0].mlp.gate_proj.out_features < load_vlm(tiny).lm.model.layers[0].mlp.gate_proj.out_features
+    out = tmp_path / backend
+    deploy(str(tmp_path / "ch"), out, DeployConfig(calib_samples=2, backend=backend, gate_frames=2, max_new_tokens=6), 1, log=print)
+    assert read_backend(out)["backend"] == backend
+    runtime = load_runtime(out, threads=1)
+    frame = load_calibration("scenes", 1, structured.tokenizer, 512).visual[0]
+    answer = structured.generate([frame.image], [frame.state], [FRAME_QUESTION], 6)[0]
+    got, ref = log_probs_of(runtime, frame, answer.text), log_probs_of(structured, frame, answer.text)
+    assert float((np.exp(ref) * (ref - got)).sum(-1).max()) < 0.05
+
+
 def test_the_gate_refuses_a_model_that_answers_otherwise(tiny) -> None:
     fp32, broken = load_vlm(tiny), load_vlm(tiny)
     with torch.no_grad():

@@ -5,7 +5,8 @@ every answer is printed as it arrives, then one table compares action accuracy, 
 latency and size. Size counts the nonzero weights of the prunable layers (from the pruned
 model's prune_report.json, which `owled deploy` carries over; the dense model has them all).
 The pruned model is shown as it would run on the vehicle: `scripts/demo.sh` deploys it as
-int8 first, and the table says which precision each model ran in.
+int8 on the fastest backend that passes the deploy gate on this CPU, and the table says which
+precision and runtime each model ran in.
 """
 from __future__ import annotations
 
@@ -39,16 +40,20 @@ def _prunable_weights(pruned_dir: str) -> tuple[int, float]:
 
 
 def _label(role: str, model: str) -> str:
-    """"pruned int8" / "dense fp32": which precision the node runs the directory in (precision auto)."""
+    """"pruned int8 (openvino)" / "dense fp32": the precision and runtime the node runs the
+    directory in (precision auto, backend as deployed)."""
     import json
 
+    from owled_ros.deploy.runner import read_backend
     from owled_ros.model.checkpoint import CONFIG_NAME, resolve_model_dir
 
+    model_dir = resolve_model_dir(model)
     try:
-        stored = json.loads((resolve_model_dir(model) / CONFIG_NAME).read_text()).get("precision", "fp32")
+        stored = json.loads((model_dir / CONFIG_NAME).read_text()).get("precision", "fp32")
     except (OSError, ValueError):
         stored = "fp32"  # a LLaVA directory; load_vlm reports real problems
-    return f"{role} {stored}"
+    backend = (read_backend(model_dir) or {}).get("backend", "torch")
+    return f"{role} {stored}" + ("" if backend == "torch" else f" ({backend})")
 
 
 def table(rows: list[tuple[str, dict, float]], prunable: int) -> str:

@@ -6,6 +6,9 @@
 - `lm.onnx`: one LM step with a KV cache. Inputs: `inputs_embeds` (1, T, hidden),
   `position_ids` (1, T), `past_keys` / `past_values` (layers, 1, kv_heads, P, head_dim).
   Outputs: `logits` of the last position only (1, vocab) and the cache grown to P + T.
+  A structured-pruned model may keep a different number of KV heads in each layer: the cache
+  has the most any layer keeps, and a layer with fewer reads its first heads and writes zeros
+  into the rest (one tensor per cache, at the cost of those zeros).
   A prefill is one call with the prompt (P = 0); a decode step a call with one token.
 
 The LM step is written out here with the HF layers' own modules (norms, projections, MLP,
@@ -62,6 +65,7 @@ class LMStep(nn.Module):
         if lm.config.model_type not in EXPORTABLE_LM_TYPES:
             raise OwledError(f"export runs {', '.join(EXPORTABLE_LM_TYPES)} LMs; this one is {lm.config.model_type!r}")
         self.decoder, self.lm_head = lm.get_decoder(), lm.get_output_embeddings()
+        self.cache_heads = kv_geometry(lm)[1]
 
     def forward(
         self, embeds: torch.Tensor, position_ids: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor
@@ -83,10 +87,12 @@ class LMStep(nn.Module):
             k = attn.k_proj(x).view(1, -1, attn.k_proj.out_features // head_dim, head_dim).transpose(1, 2)
             v = attn.v_proj(x).view(1, -1, attn.v_proj.out_features // head_dim, head_dim).transpose(1, 2)
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            k = torch.cat([past_keys[i], k], dim=2)
-            v = torch.cat([past_values[i], v], dim=2)
-            keys_out.append(k)
-            values_out.append(v)
+            heads = k.shape[1]
+            k = torch.cat([past_keys[i][:, :heads], k], dim=2)
+            v = torch.cat([past_values[i][:, :heads], v], dim=2)
+            missing = (0, 0, 0, 0, 0, self.cache_heads - heads)  # zeros for the heads this layer does not keep
+            keys_out.append(nn.functional.pad(k, missing))
+            values_out.append(nn.functional.pad(v, missing))
             groups = q.shape[1] // k.shape[1]  # grouped-query attention: kv heads shared by query heads
             k_all, v_all = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
             scores = q @ k_all.transpose(2, 3) / math.sqrt(head_dim) + bias
@@ -98,10 +104,11 @@ class LMStep(nn.Module):
 
 
 def kv_geometry(lm: nn.Module) -> tuple[int, int, int]:
-    """(layers, kv heads, head dim) as the weights have them (a structured-pruned model may have fewer heads)."""
+    """(layers, cache heads, head dim) as the weights have them: the most KV heads any layer keeps
+    (a structured-pruned model may keep fewer, and not the same number in every layer)."""
     layers = lm.get_decoder().layers
-    attn = layers[0].self_attn
-    return len(layers), attn.k_proj.out_features // attn.head_dim, attn.head_dim
+    head_dim = layers[0].self_attn.head_dim
+    return len(layers), max(layer.self_attn.k_proj.out_features // head_dim for layer in layers), head_dim
 
 
 @torch.no_grad()

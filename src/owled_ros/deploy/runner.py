@@ -140,16 +140,18 @@ def read_backend(model_dir: Path) -> dict | None:
 
 
 def kv_geometry_of(model_dir: Path) -> tuple[int, int, int]:
-    """(layers, kv heads, head dim) of a model directory's LM, from its config and weights' shapes."""
+    """(layers, cache heads, head dim) of a model directory's LM, from its config and weights'
+    shapes: as export.kv_geometry, the most KV heads any layer keeps."""
     from safetensors import safe_open
 
     from owled_ros.model.int8 import INT8_WEIGHTS
 
     config = json.loads((model_dir / "lm" / "config.json").read_text())
     head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    layers = config["num_hidden_layers"]
     with safe_open(str(model_dir / "lm" / INT8_WEIGHTS), "pt") as f:
-        rows = f.get_slice("model.layers.0.self_attn.k_proj.weight.int8").get_shape()[0]
-    return config["num_hidden_layers"], rows // head_dim, head_dim
+        rows = max(f.get_slice(f"model.layers.{i}.self_attn.k_proj.weight.int8").get_shape()[0] for i in range(layers))
+    return layers, rows // head_dim, head_dim
 
 
 def open_runtime(model_dir: Path, backend: str, build_info: dict, threads: int) -> RuntimeVLM:
