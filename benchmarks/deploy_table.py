@@ -51,7 +51,7 @@ with torch.no_grad():
     for i, f in enumerate([frames[0], *frames]):  # the first is a warm-up
         if runtime:
             pixels = timed("preprocess", lambda: model.preprocessor.preprocess([f.image]).numpy())
-            visual = torch.from_numpy(timed("vision", lambda: model.graphs.vision(pixels)))
+            visual = torch.from_numpy(timed("vision", lambda: model.graphs.vision(pixels))[0])
             from owled_ros.model.vlm import assemble_lm_inputs
             embeds = assemble_lm_inputs(model.tokenizer, model.embed, visual, [f.state], [FRAME_QUESTION], None, False, model.prompt_cues)[0].numpy()
             k = v = model._empty_cache()[0]
