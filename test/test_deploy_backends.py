@@ -143,6 +143,18 @@ def test_a_structured_model_deploys_through_each_exported_runtime(backend, tiny,
     assert float((np.exp(ref) * (ref - got)).sum(-1).max()) < 0.05
 
 
+def test_describe_and_driving_qa_run_the_deployed_backend(deployed, tmp_path, capsys) -> None:
+    import cv2
+
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), np.random.default_rng(1).integers(0, 255, (90, 160, 3), dtype=np.uint8))
+    assert main(["describe", str(image), "--model", str(deployed), "--max-new-tokens", "4"]) == 0
+    assert main(["eval", "driving-qa", "--model", str(deployed), "--limit", "2", "--frame-only", "--batch", "2"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["frames"] == 2
+    assert main(["describe", str(image), "--model", str(deployed), "--backend", "openvino"]) == 2
+    assert "holds no files for backend openvino" in capsys.readouterr().err
+
+
 def test_the_gate_refuses_a_model_that_answers_otherwise(tiny) -> None:
     fp32, broken = load_vlm(tiny), load_vlm(tiny)
     with torch.no_grad():

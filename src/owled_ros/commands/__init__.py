@@ -2,16 +2,35 @@
 
 Modules import their heavy dependencies inside `run`, so `owled --help` stays fast.
 """
+from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
+from owled_ros.deploy.config import BACKENDS
 from owled_ros.model import PRECISIONS
+
+if TYPE_CHECKING:
+    from owled_ros.deploy.runner import RuntimeVLM
+    from owled_ros.model.vlm import DrivingVLM
 
 COMMANDS: tuple[str, ...] = ("prepare", "describe", "data", "train", "calibrate", "prune", "recover", "deploy", "eval", "bag", "demo", "sim")
 
 
-def add_precision_argument(p: argparse.ArgumentParser) -> None:
+def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
+    """--precision and --backend, as the node's parameters of the same names."""
     p.add_argument(
         "--precision", choices=PRECISIONS, default="auto",
         help="auto: as the model directory holds it (int8 after owled deploy); fp32: run an int8 directory de-quantized",
     )
+    p.add_argument(
+        "--backend", choices=("deployed", *BACKENDS), default="deployed",
+        help="deployed: the runtime owled deploy chose for the directory (torch for one never deployed); or name one",
+    )
+
+
+def load_model_of(args: argparse.Namespace) -> DrivingVLM | RuntimeVLM:
+    """The model of --model on --precision and --backend (deploy/runner.load_driving_model)."""
+    from owled_ros.deploy.runner import load_driving_model
+
+    return load_driving_model(args.model, args.precision, None if args.backend == "deployed" else args.backend)

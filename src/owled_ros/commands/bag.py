@@ -153,7 +153,7 @@ def _eval_fleet(args: argparse.Namespace, config: EvalConfig) -> int:
 
     from owled_ros.commands.eval import emit
     from owled_ros.errors import OwledError
-    from owled_ros.eval.bag_eval import confined_env
+    from owled_ros.processes import confined_env
     from owled_ros.eval.fleet import FLEET_JSON, FleetConfig, evaluate_fleet
     from owled_ros.eval.fleet import summary_line as fleet_summary
     from owled_ros.eval.fleet_ray import fleet_domains

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from owled_ros.commands import add_precision_argument
+from owled_ros.commands import add_runtime_arguments, load_model_of
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("driving-qa", help="action / perception / prediction / planning accuracy, BLEU-4, ROUGE-L, CIDEr")
     p.add_argument("--model", default="default", help="model directory, or 'default'")
-    add_precision_argument(p)
+    add_runtime_arguments(p)
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="generated split (seeded)")
     p.add_argument("--drivelm", default=None, help="score a DriveLM JSON file instead of generated scenes")
     p.add_argument("--image-root", default=None, help="image root for --drivelm")
@@ -30,7 +30,6 @@ def run(args: argparse.Namespace) -> int:
     from owled_ros.errors import OwledError
     from owled_ros.eval.driving_qa import drivelm_frames, evaluate, generated_frames
     from owled_ros.fsutil import write_text_atomic
-    from owled_ros.model.checkpoint import load_vlm
 
     if args.limit < 1 or args.batch < 1:
         raise OwledError("--limit and --batch must be at least 1")
@@ -42,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         frames = drivelm_frames(Path(args.drivelm), Path(args.image_root), args.limit, args.offset)
     else:
         frames = generated_frames(args.split, args.limit, args.offset)
-    vlm = load_vlm(args.model, args.precision)
+    vlm = load_model_of(args)
     answers: list[dict] | None = [] if args.answers else None
     metrics = evaluate(vlm, frames, batch=args.batch, blank_image=args.blank_image, qa=not args.frame_only, answers=answers)
     metrics.update(model=str(args.model), split=args.split if not args.drivelm else args.drivelm)

@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import queue
-import signal
-import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -38,6 +34,7 @@ import numpy as np
 from owled_ros.data.bag_read import DriveBag, read_messages, stamp_ns, to_plain
 from owled_ros.errors import OwledError
 from owled_ros.fsutil import write_text_atomic
+from owled_ros.processes import ChildProcesses, log_tail
 from owled_ros.runtime.gate import GateConfig, InputGate, replay
 
 if TYPE_CHECKING:
@@ -45,7 +42,6 @@ if TYPE_CHECKING:
 
 RECORDED = "recorded"
 REPORT_JSON, REPORT_MD, REPORT_PLOT = "report.json", "report.md", "report.png"
-LOG_TAIL_LINES = 15
 
 
 @dataclass(frozen=True)
@@ -132,76 +128,6 @@ class OutputCollector:
 
 
 # ---- online ---------------------------------------------------------------------------------
-def confined_env() -> dict[str, str]:
-    """The children's environment; refuses to start DDS processes that could talk off this machine."""
-    env = dict(os.environ)
-    if env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST" or not env.get("FASTDDS_DEFAULT_PROFILES_FILE"):
-        raise OwledError(
-            "DDS is not confined to this machine: set ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and "
-            "FASTDDS_DEFAULT_PROFILES_FILE (source scripts/env.sh), or use --offline"
-        )
-    env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _tail(path: Path) -> str:
-    lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
-    return "\n".join(lines[-LOG_TAIL_LINES:])
-
-
-class _Children:
-    """The node, recorder and player processes; whatever is still running at the end is stopped."""
-
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.env = confined_env()
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.lines: queue.Queue[str] = queue.Queue()
-
-    def start(self, name: str, args: list[str], pipe_stdout: bool = False) -> subprocess.Popen:
-        log = open(self.work / f"{name}.log", "w")
-        # A child inherits this thread's blocked signals, and a Ray worker blocks SIGINT: a child
-        # started there would never see the SIGINT that stops it. Unblocked for the fork only.
-        blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        try:
-            proc = subprocess.Popen(
-                args, env=self.env, stdout=subprocess.PIPE if pipe_stdout else log, stderr=log, text=True, start_new_session=True
-            )
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            log.close()
-        if pipe_stdout:
-            threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
-        self.procs[name] = proc
-        return proc
-
-    def _pump(self, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            self.lines.put(line)
-
-    def check_alive(self, name: str) -> None:
-        proc = self.procs[name]
-        if proc.poll() is not None:
-            raise OwledError(f"{name} exited early with code {proc.returncode}; last lines of {self.work / name}.log:\n{_tail(self.work / f'{name}.log')}")
-
-    def stop(self, name: str, timeout_s: float) -> int:
-        """SIGINT, then SIGKILL after timeout_s; the exit code."""
-        proc = self.procs.pop(name)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
-
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.stop(name, 10.0)
-
-
 def _owled_bag(*args: str) -> list[str]:
     """`owled bag ...` in this interpreter (the venv's console script may not be on PATH)."""
     return [sys.executable, "-m", "owled_ros.cli", "bag", *args]
@@ -233,7 +159,7 @@ def run_online(drive: DriveBag, config: EvalConfig, work: Path, on_output: OnOut
     outputs = [config.scene_topic, config.action_topic]
     rate = config.hz / drive.hz if config.hz and drive.hz else 1.0
     live = OutputCollector(config)
-    children = _Children(work)
+    children = ChildProcesses(work)
     started = time.monotonic()
     try:
         children.start("node", _node_args(drive, config))
@@ -257,7 +183,7 @@ def run_online(drive: DriveBag, config: EvalConfig, work: Path, on_output: OnOut
             children.check_alive("node")
             children.check_alive("record")
             if time.monotonic() - started > config.start_timeout_s:
-                raise OwledError(f"owled_node did not come up within {config.start_timeout_s:.0f} s; last lines of {work}/node.log:\n{_tail(work / 'node.log')}")
+                raise OwledError(f"owled_node did not come up within {config.start_timeout_s:.0f} s; last lines of {work}/node.log:\n{log_tail(work / 'node.log')}")
             drain(0.2)
         # Two subscribers per input topic: the node (active) and the recorder.
         player = children.start("play", _owled_bag("play", str(drive.path), "--topics", *inputs, "--rate", f"{rate:g}", "--wait-subscribers", "2"))
@@ -265,7 +191,7 @@ def run_online(drive: DriveBag, config: EvalConfig, work: Path, on_output: OnOut
             children.check_alive("node")
             drain(0.1)
         if player.returncode != 0:
-            raise OwledError(f"bag play failed (code {player.returncode}); last lines of {work}/play.log:\n{_tail(work / 'play.log')}")
+            raise OwledError(f"bag play failed (code {player.returncode}); last lines of {work}/play.log:\n{log_tail(work / 'play.log')}")
         played = last = time.monotonic()
         seen = len(live.outputs)
         while True:
@@ -278,7 +204,7 @@ def run_online(drive: DriveBag, config: EvalConfig, work: Path, on_output: OnOut
             if time.monotonic() - max(last, played) > quiet_s:
                 break
         if children.stop("record", 30.0) != 0:
-            raise OwledError(f"bag record failed; last lines of {work}/record.log:\n{_tail(work / 'record.log')}")
+            raise OwledError(f"bag record failed; last lines of {work}/record.log:\n{log_tail(work / 'record.log')}")
         children.stop("node", 60.0)
     finally:
         children.stop_all()

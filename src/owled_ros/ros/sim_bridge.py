@@ -256,7 +256,7 @@ def run_models(
     """Every model on every seed; out/<label>/seed_<N> bags, report.json/.md/.png. SIGINT stops cleanly.
 
     world_factory(log_path) opens the world (a context manager); tests pass a recorded episode."""
-    from owled_ros.eval.bag_eval import _Children, _tail
+    from owled_ros.processes import ChildProcesses, log_tail
     from owled_ros.fsutil import write_text_atomic
     from owled_ros.sim.scoring import markdown, plot, read_episode, score_records, summarize
 
@@ -269,7 +269,7 @@ def run_models(
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     report: dict = {"scenario": scenario.as_dict(), "seeds": seeds, "options": asdict(options), "models": {}, "episodes": {}}
     traces: dict[str, list[dict]] = {}
-    children = _Children(out)
+    children = ChildProcesses(out)
     rclpy.init()
     bridge = SimBridge(options)
     try:
@@ -298,7 +298,7 @@ def run_models(
                     children.stop(f"node_{label}", 60.0)
     except OwledError as err:
         logs = [p for p in out.glob("node_*.log")]
-        raise OwledError(f"{err}" + (f"; last lines of {logs[-1]}:\n{_tail(logs[-1])}" if logs else "")) from None
+        raise OwledError(f"{err}" + (f"; last lines of {logs[-1]}:\n{log_tail(logs[-1])}" if logs else "")) from None
     finally:
         children.stop_all()
         bridge.close()
