@@ -14,12 +14,13 @@ from pathlib import Path
 import cv2
 import pytest
 
+from owled_ros.data.describe import describe_scene
 from owled_ros.errors import OwledError
 from owled_ros.sim.client import Frame, sim_venv
 from owled_ros.sim.controller import Controller
 from owled_ros.sim.scenario import Scenario
 from owled_ros.sim.scoring import score_bag, score_records
-from owled_ros.sim.truth import expert_decision
+from owled_ros.sim.truth import expert_decision, scene_from_truth
 from owled_ros.vocab import Action
 
 EPISODE = Path(__file__).parent / "data" / "sim_episode"
@@ -197,3 +198,30 @@ def test_real_world_renders_and_steps(tmp_path) -> None:
         assert truth["t_s"] == pytest.approx(1.0) and truth["route_s"] > 10
         frame = world.render()
     assert frame.bgr.shape == (96, 160, 3) and frame.bgr.std() > 5  # a drawn road, not a blank buffer
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (sim_venv() / "bin" / "python").is_file(), reason="no .venv-sim (scripts/sim_setup.sh builds it, 926 MB)")
+def test_sim_frames_as_drivelm_data_for_training(tmp_path) -> None:
+    """`owled data make --source sim`: MetaDrive frames labelled from its ground truth, in the
+    DriveLM schema the generator writes, readable as `--data sim:DIR` with drives kept whole."""
+    from owled_ros.cli import main
+    from owled_ros.data.drivelm import load_drivelm
+    from owled_ros.data.sources import load_source, parse_data_spec
+
+    out = tmp_path / "sim"
+    assert main(["data", "make", "--source", "sim", "--n", "4", "--every", "2", "--size", "160x96", "--out", str(out)]) == 0
+    frames = load_drivelm(out / "drivelm.json", out)
+    assert len(frames) == 4 and all(f.expert_action is not None and f.description.endswith("clear.") for f in frames)
+    assert all(cv2.imread(str(f.image_path)).shape == (96, 160, 3) for f in frames)
+    data = json.loads((out / "drivelm.json").read_text())
+    assert all(k.startswith("scene-sim-") for k in data)  # one DriveLM scene per drive
+    spec = parse_data_spec(f"sim:{out}")
+    assert len(load_source(spec, "train", 10)) + len(load_source(spec, "val", 10)) == 4
+
+
+def test_sim_truth_labels_the_road_shape() -> None:
+    row = _rows()[0]["truth"]
+    for curvature, road in ((0.01, "Left curve"), (-0.01, "Right curve"), (0.0005, "Straight road")):
+        assert describe_scene(scene_from_truth({**row, "road_curvature_1pm": curvature})).endswith(f"{road}, clear.")
+    assert describe_scene(scene_from_truth(row)).endswith("Straight road, clear.")  # truth recorded before the field existed

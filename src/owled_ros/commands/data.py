@@ -1,18 +1,25 @@
-"""`owled data make`: write a split of generated driving scenes as DriveLM JSON + JPEG frames."""
+"""`owled data make`: labelled driving frames as DriveLM JSON + JPEG frames, from the scene generator or MetaDrive."""
 from __future__ import annotations
 
 import argparse
+
+from owled_ros.commands.sim import road_arguments
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="make driving QA data")
     data_sub = p.add_subparsers(dest="data_command", required=True)
-    make = data_sub.add_parser("make", help="generate a DriveLM-format split of procedural driving scenes")
-    make.add_argument("--split", required=True, choices=("train", "val", "test"))
-    make.add_argument("--n", type=int, required=True, help="number of scenes")
-    make.add_argument("--seed", type=int, default=None, help="scene stream seed (default: the split's fixed seed, SPLIT_SEEDS)")
+    make = data_sub.add_parser("make", help="write labelled driving frames in the DriveLM format: generated scenes, or MetaDrive 3D frames")
+    make.add_argument("--source", choices=("scenes", "sim"), default="scenes",
+                      help="scenes: the 2D scene generator; sim: MetaDrive drives (own venv, .venv-sim), labels from its ground truth")
+    make.add_argument("--split", choices=("train", "val", "test"), default=None, help="generated split (scenes; required there)")
+    make.add_argument("--n", type=int, required=True, help="number of frames")
+    make.add_argument("--seed", type=int, default=None, help="scenes: stream seed (default: the split's, SPLIT_SEEDS); sim: first scenario seed (default 0)")
     make.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
-    make.add_argument("--size", default="384x224", help="frame size WxH (default 384x224)")
+    make.add_argument("--size", default=None, help="frame size WxH (default 384x224 scenes, 400x224 sim)")
+    sim = make.add_argument_group("sim", "MetaDrive drives (--source sim); the rule expert drives, a frame every --every sim seconds")
+    road_arguments(sim, blocks="SCSC")
+    sim.add_argument("--every", type=float, default=1.0, help="sim seconds between kept frames")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -30,6 +37,7 @@ def _size(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     import time
     from collections import Counter
+    from pathlib import Path
 
     from owled_ros.data.drivelm import load_drivelm, write_split
     from owled_ros.data.scenes import SPLIT_SEEDS
@@ -39,12 +47,27 @@ def run(args: argparse.Namespace) -> int:
         raise OwledError(f"--n must be at least 1, got {args.n}")
     if args.seed is not None and args.seed < 0:
         raise OwledError(f"--seed must be non-negative, got {args.seed}")
-    size = _size(args.size)
-    seed = SPLIT_SEEDS[args.split] if args.seed is None else args.seed
     start = time.perf_counter()
-    path = write_split(args.out, seed, args.n, size=size)
+    if args.source == "sim":
+        from owled_ros.commands.sim import scenario_from
+        from owled_ros.sim.frames import write_sim_split
+
+        if args.split is not None:
+            raise OwledError("--split is for --source scenes; sim frames are split by drive when used (owled train --data sim:DIR)")
+        if not args.every > 0:
+            raise OwledError(f"--every must be positive, got {args.every}")
+        scenario = scenario_from(args, seed=args.seed or 0, size=args.size or "400x224")
+        path = write_sim_split(Path(args.out), args.n, scenario, args.every)
+        what = f"MetaDrive frames (seeds from {scenario.seed}, {scenario.width}x{scenario.height})"
+    else:
+        if args.split is None:
+            raise OwledError("--split is required for --source scenes")
+        size = _size(args.size or "384x224")
+        seed = SPLIT_SEEDS[args.split] if args.seed is None else args.seed
+        path = write_split(args.out, seed, args.n, size=size)
+        what = f"{args.split} scenes (seed {seed}, {size[0]}x{size[1]})"
     frames = load_drivelm(path, path.parent)
     actions = Counter(f.expert_action.phrase for f in frames if f.expert_action is not None)
     balance = ", ".join(f"{a} {100 * c / len(frames):.0f}%" for a, c in sorted(actions.items()))
-    print(f"wrote {len(frames)} {args.split} scenes (seed {seed}, {size[0]}x{size[1]}) to {path} in {time.perf_counter() - start:.1f} s; actions: {balance}")
+    print(f"wrote {len(frames)} {what} to {path} in {time.perf_counter() - start:.1f} s; actions: {balance}")
     return 0

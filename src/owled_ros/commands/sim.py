@@ -2,16 +2,25 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from owled_ros.errors import OwledError
+
+if TYPE_CHECKING:
+    from owled_ros.sim.scenario import Scenario
+
+
+def road_arguments(p: argparse.ArgumentParser, blocks: str = "SSSS") -> None:
+    """The scenario's road and traffic (`owled sim`, `owled data make --source sim`)."""
+    p.add_argument("--lanes", type=int, default=3, help="lanes per direction (1..6)")
+    p.add_argument("--traffic-density", type=float, default=0.15, help="MetaDrive traffic density (0..1)")
+    p.add_argument("--blocks", default=blocks, help="road as MetaDrive block ids, e.g. SSSS (straights), SCSS (with a curve)")
+    p.add_argument("--initial-speed", type=float, default=10.0, help="ego start speed in m/s")
 
 
 def _scenario_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="first scenario seed")
-    p.add_argument("--lanes", type=int, default=3, help="lanes per direction (1..6)")
-    p.add_argument("--traffic-density", type=float, default=0.15, help="MetaDrive traffic density (0..1)")
-    p.add_argument("--blocks", default="SSSS", help="road as MetaDrive block ids, e.g. SSSS (straights), SCSS (with a curve)")
-    p.add_argument("--initial-speed", type=float, default=10.0, help="ego start speed in m/s")
+    road_arguments(p)
     p.add_argument("--size", default="400x224", help="camera frame WxH")
 
 
@@ -42,15 +51,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     score.add_argument("bag")
 
 
-def scenario_from(args: argparse.Namespace):
+def scenario_from(args: argparse.Namespace, seed: int | None = None, size: str | None = None) -> Scenario:
+    """The Scenario of the road arguments, with args.seed and args.size unless given."""
     from owled_ros.sim.scenario import Scenario, ScenarioError
 
+    seed = args.seed if seed is None else seed
+    size = args.size if size is None else size
     try:
-        width, height = (int(v) for v in args.size.lower().split("x"))
+        width, height = (int(v) for v in size.lower().split("x"))
     except ValueError:
-        raise OwledError(f"--size must be WxH, got {args.size!r}") from None
+        raise OwledError(f"--size must be WxH, got {size!r}") from None
     try:
-        return Scenario(args.seed, args.lanes, args.traffic_density, args.blocks, args.initial_speed, width, height)
+        return Scenario(seed, args.lanes, args.traffic_density, args.blocks, args.initial_speed, width, height)
     except ScenarioError as err:
         raise OwledError(str(err)) from None
 

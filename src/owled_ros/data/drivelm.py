@@ -102,7 +102,8 @@ def _key_object(o: ObjectGT, light: LightState) -> dict[str, Any]:
         status, visual = ("Moving", f"Pedestrian in {o.color}, crossing") if o.crossing else ("Stationary", f"Pedestrian in {o.color}")
     else:
         category, status = "Vehicle", "Moving"
-        visual = f"{o.color.capitalize()} {'bicycle with rider' if o.object_class == 'cyclist' else o.object_class}"
+        noun = "bicycle with rider" if o.object_class == "cyclist" else o.object_class
+        visual = f"{o.color} {noun}".strip().capitalize()  # no colour for simulator vehicles
         visual += ", brake lights on" if o.slow else ""
     return {"Category": category, "Status": status, "Visual_description": visual, "2d_bbox": [float(v) for v in o.bbox]}
 

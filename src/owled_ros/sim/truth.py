@@ -13,6 +13,8 @@ from owled_ros.schema import VehicleState
 from owled_ros.vocab import LightState, ObjectPosition
 
 VISIBLE_M = 80.0
+MIN_CURVE_1PM = 0.002
+"""Gentler than this is a straight road (the generator's curves start there: radius 500 m)."""
 MIN_AHEAD_M = 2.0
 LANE_POSITIONS = {-1: ObjectPosition.LEFT_LANE, 0: ObjectPosition.EGO_LANE, 1: ObjectPosition.RIGHT_LANE}
 
@@ -26,14 +28,18 @@ def visible_objects(truth: dict) -> tuple[ObjectGT, ...]:
             continue
         objects.append(ObjectGT(
             o["class"], position, round(float(o["distance_m"]), 1), o["lane_offset"] * width, (0, 0, 0, 0),
-            slow=float(o["speed_mps"]) < SLOW_LEAD_MPS,
+            color="", slow=float(o["speed_mps"]) < SLOW_LEAD_MPS,
         ))
     return tuple(sorted(objects, key=lambda o: o.distance_m))
 
 
 def scene_from_truth(truth: dict, seed: int = 0, index: int = 0) -> Scene:
+    """MetaDrive's daylight is "clear"; the road bends as the ego lane does over the next 30 m
+    (truth from an older world process without road_curvature_1pm: straight). Objects carry no
+    image boxes: the simulator gives positions, not pixels."""
+    curvature = float(truth.get("road_curvature_1pm", 0.0))
     return Scene(
-        seed=seed, index=index, size=(0, 0), weather="clear", curvature=0.0,
+        seed=seed, index=index, size=(0, 0), weather="clear", curvature=round(curvature, 4) if abs(curvature) >= MIN_CURVE_1PM else 0.0,
         ego=VehicleState(speed_mps=float(truth["speed_mps"])), objects=visible_objects(truth), control=None,
         light=LightState.NONE,
     )

@@ -16,7 +16,9 @@ Ground truth (all SI units; lateral offsets and lane offsets positive to the rig
 t_s, x, y, yaw, speed_mps, lane_index (0 = leftmost), lane_count, lane_width_m,
 lane_lateral_m (the ego's offset from each lane's centre, by lane index), heading_error_rad
 (ego heading minus its lane's), lookahead_m and lane_bearing_rad (by lane, the angle from the
-ego's heading to the lane centre lookahead_m ahead, positive to the right), route_s, route_length_m, crash_vehicle, crash_object,
+ego's heading to the lane centre lookahead_m ahead, positive to the right), road_curvature_1pm
+(the ego lane's heading change per metre over the next CURVATURE_M, positive to the LEFT as
+data/scenes.Scene counts it), route_s, route_length_m, crash_vehicle, crash_object,
 out_of_road, arrived, and vehicles: every other vehicle within VIEW_M ahead or BEHIND_M
 behind, as {class ("car" or "truck"), x, y, speed_mps, distance_m (along the ego lane),
 lane_offset (lanes to the right of the ego's; negative: left)}.
@@ -37,6 +39,7 @@ VIEW_M = 120.0
 BEHIND_M = 30.0
 TRUCKS = ("XLVehicle", "LVehicle")
 CAMERA_FOV_DEG = 60.0  # MetaDrive's RGBCamera lens
+CURVATURE_M = 30.0
 PRC = """
 framebuffer-multisample 0
 multisamples 0
@@ -168,6 +171,7 @@ class MetaDriveWorld:
             "speed_mps": float(v.speed), "lane_index": index, "lane_count": len(lanes), "lane_width_m": float(lane.width),
             "lane_lateral_m": [float(ref.local_coordinates(v.position)[1]) for ref in lanes],
             "heading_error_rad": _wrap(heading - float(lane.heading_theta_at(long_m))),
+            "road_curvature_1pm": -_wrap(float(lane.heading_theta_at(long_m + CURVATURE_M)) - float(lane.heading_theta_at(long_m))) / CURVATURE_M,
             "lookahead_m": lookahead, "lane_bearing_rad": [self._bearing(ref, v, lookahead) for ref in lanes],
             "route_s": self._route_s(lane, long_m), "route_length_m": sum(r[2] for r in self.route),
             "crash_vehicle": bool(info.get("crash_vehicle", False)), "crash_object": bool(info.get("crash_object", False)),
