@@ -16,6 +16,7 @@ ROS_MODULES = ("rclpy", "owled_ros.ros", "owled_msgs", "sensor_msgs", "std_msgs"
 FORBIDDEN = {
     "model": ("prune", "deploy", "eval", "data", "train"),
     "runtime": ("data", "prune", "train"),
+    "deploy": ("prune", "train"),
 }
 
 

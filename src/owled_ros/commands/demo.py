@@ -29,8 +29,9 @@ def _prunable_weights(pruned_dir: str) -> tuple[int, float]:
     from pathlib import Path
 
     from owled_ros.errors import OwledError
+    from owled_ros.model.checkpoint import PRUNE_REPORT
 
-    path = Path(pruned_dir) / "prune_report.json"
+    path = Path(pruned_dir) / PRUNE_REPORT
     try:
         report = json.loads(path.read_text())
         params = sum(b["params"] for blocks in report["blocks"].values() for b in blocks)

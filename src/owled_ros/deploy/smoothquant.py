@@ -19,8 +19,7 @@ from tqdm import tqdm
 from owled_ros.data.calibration import CalibrationSet
 from owled_ros.errors import OwledError
 from owled_ros.model.vlm import DrivingVLM
-from owled_ros.prune.calibrate import observe
-from owled_ros.prune.vlm import run_sample
+from owled_ros.observe import observe, run_sample
 
 SMOOTHABLE_LM_TYPES = ("llama", "qwen2")  # plain RMSNorm weights (Gemma's norms add 1 to theirs)
 

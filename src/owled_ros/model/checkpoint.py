@@ -32,6 +32,9 @@ from owled_ros.model.projector import MLPProjector, ProjectorConfig
 from owled_ros.model.vlm import DrivingVLM
 
 CONFIG_NAME = "owled_vlm.json"
+PRUNE_REPORT = "prune_report.json"
+"""What a pruned model directory says about how it was pruned (prune/save.py writes it; deploy and
+recovery carry it over; the node names the model by it)."""
 FORMAT = "owled_vlm"
 WHEEL_ENCODER = "wheel:efficientnet-lite0"
 WHEEL_LM = "wheel:smollm2"

@@ -20,9 +20,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from owled_ros.heap import release_free_memory
 from owled_ros.prune.attention import calibration_attention
-from owled_ros.prune.layers import Block, input_rows
+from owled_ros.observe import LayerStats, StopForward
+from owled_ros.prune.layers import Block
 
 
 class _Stop(Exception):
@@ -81,108 +82,6 @@ def capture(blocks: list[nn.Module], run_model: Callable[[Any], object], batches
         for block in blocks:
             del block.forward
     return captured
-
-
-@dataclass
-class LayerStats:
-    """Sums over every calibration row x (a token, or a pixel of a conv input)."""
-
-    sq_sum: torch.Tensor  # (in,): sum of x_j^2, so ||X_j||_2 = sqrt(sq_sum)
-    hessian: torch.Tensor | None = None  # (in, in): sum of x x^T (SparseGPT only)
-    rows: int = 0
-    absmax: torch.Tensor | None = None  # (in,): max |x_j| (SmoothQuant's activation range), if asked for
-
-    @property
-    def norm(self) -> torch.Tensor:
-        return self.sq_sum.sqrt()
-
-    def add(self, x: torch.Tensor, absmax: bool = False) -> None:
-        self.merge(InputSums.of(x, self.hessian is not None, absmax))
-
-    def merge(self, sums: InputSums) -> None:
-        self.sq_sum += sums.sq_sum
-        if sums.absmax is not None:
-            self.absmax = sums.absmax if self.absmax is None else torch.maximum(self.absmax, sums.absmax)
-        if self.hessian is not None:
-            self.hessian += sums.xtx
-        self.rows += sums.rows
-
-
-CHUNK_ROWS = 256  # rows of an input summed at once: <= 1.5 MB in fp32 for 1536 features
-
-
-@dataclass
-class InputSums:
-    """One call's sums over the rows of one input; layers reading the same input (q/k/v, gate/up) share them."""
-
-    sq_sum: torch.Tensor
-    absmax: torch.Tensor | None
-    xtx: torch.Tensor | None
-    rows: int
-
-    @classmethod
-    def of(cls, x: torch.Tensor, hessian: bool, absmax: bool) -> InputSums:
-        """Sums of the rows x [rows, in], in fp32 whatever x's dtype, a chunk of rows at a time: a
-        chunk's fp32 copy stays in cache, which made the statistics of a bf16 walk 4x cheaper."""
-        n = x.shape[1]
-        sq_sum = torch.zeros(n, device=x.device)
-        peak = torch.zeros(n, device=x.device) if absmax else None  # only SmoothQuant asks for it
-        xtx = torch.zeros(n, n, device=x.device) if hessian else None
-        with torch.autocast(x.device.type, enabled=False):  # the hooks run inside a bf16 walk's autocast
-            for chunk in x.split(CHUNK_ROWS):
-                c = chunk.float()
-                sq_sum += (c * c).sum(0)
-                if peak is not None:
-                    peak = torch.maximum(peak, c.abs().amax(0))
-                if xtx is not None:
-                    xtx += c.T @ c
-        return cls(sq_sum, peak, xtx, x.shape[0])
-
-
-@contextmanager
-def observe(
-    layers: dict[str, nn.Module], hessian: bool, stop_when_seen: nn.Module | None = None, absmax: bool = False
-) -> Iterator[dict[str, LayerStats]]:
-    """Accumulate LayerStats of each layer's input (max |x_j| too with `absmax`) while the block runs inside the context.
-
-    With `stop_when_seen` (the block), each of its forwards ends with `StopForward` as soon as
-    every layer has been given its input: a statistics-only pass skips what comes after
-    (for a decoder layer, down_proj's product and the residual add).
-    """
-    stats: dict[str, LayerStats] = {}
-    seen: set[str] = set()
-    last: list = [None, None]  # the input seen last and its sums
-    handles = []
-
-    def sums_of(module: nn.Module, x: torch.Tensor) -> InputSums:
-        if last[0] is not x:
-            last[:] = [x, InputSums.of(input_rows(module, x), hessian, absmax)]
-        return last[1]
-
-    for name, layer in layers.items():
-        n_in = layer.weight[0].numel()
-        stats[name] = LayerStats(torch.zeros(n_in), torch.zeros(n_in, n_in) if hessian else None)
-
-        def hook(module: nn.Module, inputs: tuple, s: LayerStats = stats[name], name: str = name) -> None:
-            s.merge(sums_of(module, inputs[0]))
-            if stop_when_seen is not None:
-                seen.add(name)
-                if len(seen) == len(stats):
-                    raise StopForward
-
-        handles.append(layer.register_forward_pre_hook(hook))
-    if stop_when_seen is not None:
-        handles.append(stop_when_seen.register_forward_pre_hook(lambda *_: seen.clear()))
-    try:
-        yield stats
-    finally:
-        last.clear()
-        for h in handles:
-            h.remove()
-
-
-class StopForward(Exception):
-    """Raised by `observe(stop_when_seen=...)` once a forward has given every layer its input."""
 
 
 @torch.no_grad()

@@ -38,13 +38,6 @@ def weight_matrix(module: nn.Module) -> torch.Tensor:
     return module.weight.data.view(module.weight.shape[0], -1)
 
 
-def input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A layer's input as [rows, in], in its own dtype: tokens for a Linear, pixels for a pointwise conv."""
-    if isinstance(module, nn.Conv2d):
-        x = x.movedim(1, -1)
-    return x.reshape(-1, x.shape[-1])
-
-
 @dataclass
 class Block:
     """One unit of the sequential walk and of OWL's layerwise ratios."""

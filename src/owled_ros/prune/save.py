@@ -10,17 +10,16 @@ import json
 from pathlib import Path
 
 from owled_ros.fsutil import staged_dir
-from owled_ros.model.checkpoint import save_vlm
+from owled_ros.model.checkpoint import PRUNE_REPORT, save_vlm
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.prune.report import plot_sparsity
 
-REPORT_NAME = "prune_report.json"
 PLOT_NAME = "layer_sparsity.png"
 PRUNED_META = ("method", "ratios", "nm", "target_sparsity", "achieved_sparsity")  # report keys kept in the model's meta
 
 
 def write_report(report: dict, model_dir: Path) -> None:
-    (model_dir / REPORT_NAME).write_text(json.dumps(report, indent=2))
+    (model_dir / PRUNE_REPORT).write_text(json.dumps(report, indent=2))
     plot_sparsity(report, model_dir / PLOT_NAME)
 
 

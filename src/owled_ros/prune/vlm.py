@@ -15,12 +15,13 @@ from collections.abc import Iterator
 import torch
 from transformers import PreTrainedModel
 
-from owled_ros.data.calibration import CalibrationSet, VisualSample
+from owled_ros.data.calibration import CalibrationSet
 from owled_ros.errors import OwledError
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.prune.apply import PartResult, prune_part
 from owled_ros.prune.calibrate import RESIDENT, BlockStore, Captured, capture
 from owled_ros.prune.config import PruneConfig
+from owled_ros.observe import run_sample
 from owled_ros.prune.layers import Block, make_blocks
 
 IMAGE_BATCH = 8
@@ -51,14 +52,6 @@ def capture_windows(lm: PreTrainedModel, windows: torch.Tensor) -> Captured:
     decoder = lm.get_decoder()
     batches = (w.to(lm.device) for w in _chunks(windows, WINDOW_BATCH))
     return capture(list(decoder.layers), lambda ids: decoder(input_ids=ids, use_cache=False), batches)
-
-
-def run_sample(vlm: DrivingVLM, sample: VisualSample) -> None:
-    """One calibration sample through the LM's decoder, as the LM sees it at run time (+ answer)."""
-    visual = vlm.visual_embeds([sample.image])
-    answers = [sample.answer] if sample.answer is not None else None
-    embeds, mask, _spans = vlm.lm_inputs(visual, [sample.state], [sample.question], answers, left_pad=False)
-    vlm.lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
 
 
 def capture_lm(vlm: DrivingVLM, calib: CalibrationSet) -> Captured:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from owled_ros.deploy.runner import RuntimeVLM, load_driving_model
-from owled_ros.model.checkpoint import resolve_model_dir
+from owled_ros.model.checkpoint import PRUNE_REPORT, resolve_model_dir
 from owled_ros.model.prompt import FRAME_QUESTION
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.runtime.answer import parse_answer, parse_description
@@ -67,14 +67,14 @@ def model_id(vlm: DrivingVLM | RuntimeVLM, model_dir: Path | None = None) -> str
     """Model name plus pruning summary (from prune_report.json) and the runtime, so recorded bags say what produced them."""
     name = str(vlm.meta.get("name") or vlm.meta.get("source") or (model_dir.name if model_dir else "unnamed"))
     notes = []
-    report_file = model_dir / "prune_report.json" if model_dir else None
+    report_file = model_dir / PRUNE_REPORT if model_dir else None
     if report_file is not None and report_file.is_file():
         try:
             report = json.loads(report_file.read_text())
             overall = float(report["achieved_sparsity"]["overall"])
             notes.append(f"{report['method']}/{report['ratios']} {overall:.0%} sparse")
         except (ValueError, KeyError, TypeError):
-            notes.append("unreadable prune_report.json")
+            notes.append(f"unreadable {PRUNE_REPORT}")
     if vlm.meta.get("precision") == "int8":
         notes.append("int8")
     if vlm.meta.get("backend"):

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from owled_ros.data.scenes import SPLIT_SEEDS, Scene, generate_scene
 from owled_ros.errors import OwledError
-from owled_ros.model.checkpoint import load_vlm, resolve_model_dir, save_vlm
+from owled_ros.model.checkpoint import PRUNE_REPORT, load_vlm, resolve_model_dir, save_vlm
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.train.config import RecoverConfig
 from owled_ros.train.distill import DistillWeights, Distiller, check_teacher, decoder_layers
@@ -33,7 +33,7 @@ from owled_ros.train.trainer import Example, Trainer, cached_features, sample_ba
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 FEATURE_NAMES = ("student_features", "teacher_features", "student_val_features", "teacher_val_features")
-MODEL_FILES = ("prune_report.json", "layer_sparsity.png")
+MODEL_FILES = (PRUNE_REPORT, "layer_sparsity.png")
 """Files of a pruned model directory that the recovered one carries over."""
 
 
