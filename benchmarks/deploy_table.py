@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -81,8 +82,41 @@ def _owled(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "owled_ros.cli", *args], check=True, stdout=subprocess.DEVNULL)
 
 
-def models(sparsities: list[float], structured: Path | None, threads: int, gate_frames: int) -> list[tuple[str, str]]:
-    """(label, deployed directory); prunes and deploys what is missing."""
+GATE_LINE = re.compile(
+    r"\[owled deploy\] (\S+): action agreement ([\d.]+), token KL ([\d.]+), frame p50 (\d+) ms \(fp32 (\d+)\) -> (accepted|refused)"
+)
+
+
+def _deploy(label: str, spec: str, out: Path, threads: int, gate_frames: int) -> dict:
+    """`owled deploy --backend auto` of one model: its backend record, or, when the gate refused every
+    backend (nothing is written then), the gate's timings as the command printed them."""
+    from owled_ros.deploy.runner import read_backend
+
+    refused = out.with_name(out.name + ".refused.json")  # a rerun reuses the gate's verdict rather than deploying again
+    if refused.exists():
+        return json.loads(refused.read_text())
+    if not out.exists():
+        proc = subprocess.run(
+            [sys.executable, "-m", "owled_ros.cli", "deploy", "--model", spec, "--backend", "auto", "--keep-all", "--threads", str(threads),
+             "--gate-frames", str(gate_frames), "--out", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        sys.stderr.write(proc.stderr)
+        if proc.returncode != 0:
+            gate = GATE_LINE.findall(proc.stderr)
+            if not gate:
+                sys.exit(f"deploy_table: owled deploy of {label} failed: {proc.stderr.strip().splitlines()[-1]}")
+            timings = [{"backend": b, "action_agreement": float(a), "token_kl": float(k), "frame_ms_p50": float(ms), "accepted": v == "accepted"}
+                       for b, a, k, ms, _fp32, v in gate]
+            record = {"model": label, "backend": None, "fp32_frame_ms_p50": float(gate[0][4]), "timings": timings,
+                      "refused": proc.stderr.strip().splitlines()[-1]}
+            refused.write_text(json.dumps(record))
+            return record
+    return {"model": label, **read_backend(out), "dir": str(out)}
+
+
+def models(sparsities: list[float], structured: Path | None, threads: int, gate_frames: int) -> list[dict]:
+    """Each model's `owled deploy --backend auto` record (with its directory, unless the gate refused it); prunes and deploys what is missing."""
     WORK.mkdir(parents=True, exist_ok=True)
     sources = [("dense", "default")]
     for s in sparsities:
@@ -92,14 +126,7 @@ def models(sparsities: list[float], structured: Path | None, threads: int, gate_
         sources.append((f"OWL {s:.0%}", str(pruned)))
     if structured is not None:
         sources.append(("structured", str(structured)))
-    deployed = []
-    for label, spec in sources:
-        out = WORK / f"{label.replace(' ', '').replace('%', '')}-auto"
-        if not out.exists():
-            _owled("deploy", "--model", spec, "--backend", "auto", "--keep-all", "--threads", str(threads),
-                   "--gate-frames", str(gate_frames), "--out", str(out))
-        deployed.append((label, str(out)))
-    return deployed
+    return [_deploy(label, spec, WORK / f"{label.replace(' ', '').replace('%', '')}-auto", threads, gate_frames) for label, spec in sources]
 
 
 def _child(spec: str, kind: str, frames: int, latency_frames: int, threads: int) -> dict:
@@ -111,17 +138,16 @@ def _child(spec: str, kind: str, frames: int, latency_frames: int, threads: int)
 
 
 def run(results: Path, frames: int, latency_frames: int, sparsities: list[float], structured: Path | None, gate_frames: int) -> None:
-    from owled_ros.deploy.runner import read_backend
     from owled_ros.fsutil import write_text_atomic
     from owled_ros.machine import machine_info
 
     threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
-    deployed = models(sparsities, structured, threads, gate_frames)
-    auto = [{"model": label, **read_backend(Path(d))} for label, d in deployed]
+    auto = models(sparsities, structured, threads, gate_frames)
     runs = [("dense", "default", "fp32")]
-    for (label, d), record in zip(deployed, auto):
-        runs.append((label, d, "int8"))
-        runs += [(label, d, f"runtime:{name}") for name in record.get("kept", {})]
+    for record in auto:
+        if "dir" in record:  # a model the gate refused on every backend has no deployed form to run
+            runs.append((record["model"], record["dir"], "int8"))
+            runs += [(record["model"], record["dir"], f"runtime:{name}") for name in record.get("kept", {})]
     rows = []
     for label, spec, kind in runs:
         start = time.perf_counter()
@@ -130,7 +156,7 @@ def run(results: Path, frames: int, latency_frames: int, sparsities: list[float]
         rows.append(row)
         print(f"{label} {row['backend']}: {json.dumps(row)} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     command = (f"OMP_NUM_THREADS={threads} python benchmarks/deploy_table.py --frames {frames} --latency-frames {latency_frames} "
-               f"--gate-frames {gate_frames} --sparsities {' '.join(map(str, sparsities))}")
+               f"--gate-frames {gate_frames} --sparsities {' '.join(map(str, sparsities))}" + (f" --structured {structured}" if structured else ""))
     data = {"machine": machine_info(threads, command), "frames": frames, "auto": auto, "rows": rows}
     write_text_atomic(results, json.dumps(data, indent=1))
 
@@ -155,6 +181,8 @@ def markdown(results: dict) -> str:
                 f"| {record['model']} | {t['backend']} | {t['frame_ms_p50']:.0f} | {ratio} | {t['action_agreement']:.2f} | "
                 f"{t['token_kl']:.4f} | {'yes' if t['accepted'] else 'no'} | {'**yes**' if t['backend'] == record['backend'] else ''} |"
             )
+        if record.get("refused"):
+            lines.append(f"| {record['model']} | (none) | | | | | | refused: no backend passed the gate |")
     rows = results["rows"]
     dense = rows[0]
     lines += [
