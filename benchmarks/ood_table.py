@@ -10,6 +10,8 @@ probability that a real frame scores above a generated one); and the cost of the
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/ood_table.py --results benchmarks/ood_table.json
     python benchmarks/ood_table.py markdown --results benchmarks/ood_table.json
+With .venv-sim present (scripts/sim_setup.sh), --sim-frames MetaDrive frames are made once into
+runs/ood_bench/sim (`owled data make --source sim`) and scored too.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ SIZE = (384, 224)
 """Every set at the generator's frame size, so memory stays small (the encoder resizes to its own input anyway)."""
 
 
-def frame_sets(test_frames: int, every: int, noise: int, seed: int = 0) -> dict[str, list[np.ndarray]]:
+def frame_sets(test_frames: int, every: int, noise: int, sim: Path | None = None, seed: int = 0) -> dict[str, list[np.ndarray]]:
     import cv2
 
     from owled_ros.data.dashcam import dashcam_frames, package_dir
@@ -36,7 +38,7 @@ def frame_sets(test_frames: int, every: int, noise: int, seed: int = 0) -> dict[
     rng = np.random.default_rng(seed)
     real = list(dashcam_frames(every=every, size=SIZE))
     cal = sorted((package_dir() / "camera_cal").glob("*.jpg"))
-    return {
+    sets = {
         "generator test split": [f.image for f in generated_frames("test", test_frames)],
         "real dashcam photos": [f.image for f in real if f.source.startswith("test_images/")],
         f"real dashcam video (every {every}th frame)": [f.image for f in real if f.source.startswith("test_videos/")],
@@ -44,6 +46,27 @@ def frame_sets(test_frames: int, every: int, noise: int, seed: int = 0) -> dict[
         "uniform noise": [rng.integers(0, 256, (SIZE[1], SIZE[0], 3), dtype=np.uint8) for _ in range(noise)],
         "blank (5 grey levels)": [np.full((SIZE[1], SIZE[0], 3), v, np.uint8) for v in (0, 64, 128, 192, 255)],
     }
+    if sim is not None:  # `owled data make --source sim` output: MetaDrive's 3D roads
+        from owled_ros.data.drivelm import JSON_NAME, load_drivelm
+
+        frames = load_drivelm(sim / JSON_NAME, sim)
+        sets["MetaDrive frames"] = [cv2.resize(cv2.cvtColor(cv2.imread(str(f.image_path)), cv2.COLOR_BGR2RGB), SIZE) for f in frames]
+    return sets
+
+
+def sim_frames(n: int) -> Path | None:
+    """A directory of n labelled MetaDrive frames (made once), or None without the simulator's venv."""
+    import subprocess
+    import sys
+
+    from owled_ros.sim.client import sim_venv
+
+    out = Path(__file__).resolve().parents[1] / "runs" / "ood_bench" / f"sim{n}"
+    if n < 1 or not (sim_venv() / "bin" / "python").is_file():
+        return None
+    if not out.exists():
+        subprocess.run([sys.executable, "-m", "owled_ros.cli", "data", "make", "--source", "sim", "--n", str(n), "--every", "2", "--out", str(out)], check=True)
+    return out
 
 
 def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
@@ -62,7 +85,7 @@ def run(args: argparse.Namespace) -> None:
     if vlm.ood is None:
         raise SystemExit(f"ood_table: {args.model} has no OOD statistics (owled calibrate --model {args.model})")
     rows, scores = [], {}
-    for name, images in frame_sets(args.test_frames, args.every, args.noise).items():
+    for name, images in frame_sets(args.test_frames, args.every, args.noise, sim_frames(args.sim_frames)).items():
         with torch.no_grad():
             s = (vlm.ood.distance(pooled_features(vlm, images, desc=name)) / vlm.ood.threshold).double().numpy()
         scores[name] = s
@@ -76,7 +99,7 @@ def run(args: argparse.Namespace) -> None:
         vlm.ood.distance(feature)
     score_ms = (time.perf_counter() - start) * 1e3 / args.timing_reps
     command = (f"python benchmarks/ood_table.py --model {args.model} --test-frames {args.test_frames} --every {args.every} "
-               f"--noise {args.noise} --results {args.results}")
+               f"--noise {args.noise} --sim-frames {args.sim_frames} --results {args.results}")
     data = {"machine": machine_info(command=command), "model": args.model, "threshold_info": vlm.ood.info,
             "rows": rows, "auroc_generated_vs_real": auroc(inside, real), "score_ms": score_ms}
     write_text_atomic(args.results, json.dumps(data, indent=1) + "\n")
@@ -105,6 +128,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=25, help="every n-th video frame of the dashcam videos")
     parser.add_argument("--noise", type=int, default=20)
     parser.add_argument("--timing-reps", type=int, default=1000)
+    parser.add_argument("--sim-frames", type=int, default=40, help="MetaDrive frames made with `owled data make --source sim` (0, or no .venv-sim: none)")
     args = parser.parse_args()
     if args.mode == "markdown":
         print(markdown(json.loads(args.results.read_text())))
