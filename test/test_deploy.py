@@ -17,7 +17,7 @@ from owled_ros.errors import OwledError
 from owled_ros.eval.driving_qa import generated_frames
 from owled_ros.model.checkpoint import load_vlm
 from owled_ros.model.prompt import FRAME_QUESTION
-from owled_ros.prune.calibrate import observe
+from owled_ros.observe import observe
 from tiny_models import save_tiny_vlm, tiny_llama
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from owled_ros.prune.apply import prune_layer
-from owled_ros.prune.calibrate import observe
+from owled_ros.observe import observe
 from owled_ros.prune.config import PruneConfig
 from owled_ros.prune.masks import layer_mask, nm_mask, row_mask
 from owled_ros.prune.scores import wanda_scores

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from owled_ros.heap import release_free_memory
 from owled_ros.prune.attention import calibration_attention
-from owled_ros.observe import LayerStats, StopForward
+from owled_ros.observe import LayerStats, StopForward, observe
 from owled_ros.prune.layers import Block
 
 
