@@ -20,5 +20,5 @@ pruned="$out/pruned-$structure-$sparsity-r$recover_steps"
 [ -d "$out/scenes" ] || owled bag make --source scenes --frames 20 --hz 10 --out "$out/scenes"
 [ -d "$pruned" ] || owled prune --model default --structure "$structure" --ratios owl --sparsity "$sparsity" \
   --owl-lambda 0.1 --calib scenes --calib-samples 16 --recover-steps "$recover_steps" --out "$pruned"
-[ -d "$pruned-int8" ] || owled deploy --model "$pruned" --down-alpha 0.3 --calib-samples 16 --backend auto --gate-frames 4 --out "$pruned-int8"
+[ -d "$pruned-int8" ] || owled deploy --model "$pruned" --down-alpha 0.3 --calib-samples 16 --backend auto --out "$pruned-int8"
 owled demo --bag "$out/scenes" --pruned "$pruned-int8" --out "$out"
