@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from owled_ros.machine import machine_info, machine_line
+from owled_ros.machine import benchmark_main, machine_info, machine_line
 
 SIZE = (384, 224)
 """Every set at the generator's frame size, so memory stays small (the encoder resizes to its own input anyway)."""
@@ -121,19 +121,13 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", choices=("run", "markdown"), default="run")
-    parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--model", default="default")
     parser.add_argument("--test-frames", type=int, default=300)
     parser.add_argument("--every", type=int, default=25, help="every n-th video frame of the dashcam videos")
     parser.add_argument("--noise", type=int, default=20)
     parser.add_argument("--timing-reps", type=int, default=1000)
     parser.add_argument("--sim-frames", type=int, default=40, help="MetaDrive frames made with `owled data make --source sim` (0, or no .venv-sim: none)")
-    args = parser.parse_args()
-    if args.mode == "markdown":
-        print(markdown(json.loads(args.results.read_text())))
-    else:
-        run(args)
+    benchmark_main(parser, run, markdown)
 
 
 if __name__ == "__main__":

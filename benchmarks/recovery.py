@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from owled_ros.machine import machine_info, machine_line
+from owled_ros.machine import benchmark_main, machine_info, machine_line
 
 RECIPES = {  # name -> owled prune arguments
     "wanda-30": ["--method", "wanda", "--sparsity", "0.3"],
@@ -79,17 +79,11 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", choices=("run", "markdown"), default="run")
-    parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--pruned", nargs="*", default=[], help="pruned model directories (default: prune the recipes first)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--scenes", type=int, default=80)
     parser.add_argument("--batch", type=int, default=4)
-    args = parser.parse_args()
-    if args.mode == "markdown":
-        print(markdown(json.loads(args.results.read_text())))
-    else:
-        run(args)
+    benchmark_main(parser, run, markdown)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,13 @@ Intel Xeon with AMX give different int8 ratios), so no figure is published witho
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
+import json
 import os
 import platform
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from owled_ros.cpu import cpu_flags
@@ -47,3 +50,15 @@ def machine_line(info: dict) -> str:
     if info.get("command"):
         line += f"; command: `{info['command']}`"
     return line + "."
+
+
+def benchmark_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], None], markdown: Callable[[dict], str]) -> None:
+    """A benchmark's command line: measure and write --results (the default), or `markdown`: print
+    the table of --results (what benchmarks/regenerate.py puts in BENCHMARKS.md)."""
+    parser.add_argument("mode", nargs="?", choices=("run", "markdown"), default="run")
+    parser.add_argument("--results", type=Path, required=True)
+    args = parser.parse_args()
+    if args.mode == "markdown":
+        print(markdown(json.loads(args.results.read_text())))
+    else:
+        run(args)
