@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Writer
@@ -107,11 +108,13 @@ def record(out: Path, topics: list[str], duration_s: float | None = None, echo: 
     if unknown_echo:
         raise OwledError(f"--echo topics must be recorded too: {', '.join(sorted(unknown_echo))}")
     stop = threading.Event()
-    # Our handlers run instead of KeyboardInterrupt, so a signal never lands in the middle of a write.
+    # Our handlers run instead of KeyboardInterrupt, so a signal never lands in the middle of a
+    # write; rclpy installs none of its own (they would shut the context down under a running
+    # spin_once, which then fails with "the given context is not valid" and a non-zero exit).
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with open_bag_writer(Path(out)) as writer:
-            rclpy.init()
+            rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
             node = rclpy.create_node("owled_bag_recorder")
             executor = SingleThreadedExecutor()
             executor.add_node(node)
@@ -124,8 +127,6 @@ def record(out: Path, topics: list[str], duration_s: float | None = None, echo: 
                         recorder.discover()
                         next_discovery = time.monotonic() + DISCOVERY_PERIOD_S
                     executor.spin_once(timeout_sec=0.05)
-            except ExternalShutdownException:
-                pass  # rclpy's own signal handling shut the context down: close the bag as on SIGINT
             finally:
                 executor.shutdown()
                 node.destroy_node()
