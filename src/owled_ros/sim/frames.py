@@ -31,10 +31,15 @@ DECIDE_EVERY_STEPS = 5
 MAX_EPISODE_STEPS = 600
 
 
+def steps_between_frames(every_s: float) -> int:
+    """World steps between kept frames: every_s rounded to whole steps, at least one."""
+    return max(1, round(every_s / STEP_S))
+
+
 def expert_drive(world: WorldProcess, scenario: Scenario, n: int, every_s: float) -> Iterator[tuple[int, Frame, ExpertDecision]]:
     """Drive seeds scenario.seed, +1, ... with the rule expert and yield (seed, frame, the expert's
     decision at that frame) every `every_s` sim seconds until n frames."""
-    every = max(1, round(every_s / STEP_S))
+    every = steps_between_frames(every_s)
     written, seed = 0, scenario.seed
     while written < n:
         truth = world.reset(replace(scenario, seed=seed))
@@ -72,7 +77,7 @@ def dump_frames(out: Path, n: int, scenario: Scenario, every_s: float = 1.0, pro
                     "expert_target_speed_mps": decision.target_speed_mps, "expert_reason": decision.reason, "truth": frame.truth,
                 }) + "\n")
         (staged / "frames.json").write_text(json.dumps({
-            "scenario": scenario.as_dict(), "frames": n, "every_s": max(1, round(every_s / STEP_S)) * STEP_S, "source": "metadrive-simulator 0.3.0.1",
+            "scenario": scenario.as_dict(), "frames": n, "every_s": steps_between_frames(every_s) * STEP_S, "source": "metadrive-simulator 0.3.0.1",
         }, indent=1))
     return Path(out)
 
