@@ -10,7 +10,9 @@ WEIGHT (default 1) is the source's share of training examples relative to the ot
 
 Validation frames of a file source are whole scenes (a DriveLM scene is one drive or video), so no
 drive is in both splits: a scene goes to validation when a hash of its token falls below
-`val_share`, and at least one scene does when there are two or more.
+`val_share`, and at least one scene does when there are two or more. A directory already split
+into train/ and val/ (each with a drivelm.json, as `owled data make --source real` writes) keeps
+its own split; anything else in it (a test/ split) is never read.
 """
 from __future__ import annotations
 
@@ -117,6 +119,20 @@ def json_path(spec: DataSpec) -> Path:
     return path
 
 
+def split_files(spec: DataSpec) -> dict[str, Path] | None:
+    """{"train": file, "val": file} of a directory already split, else None."""
+    if spec.path is None or not spec.path.is_dir():
+        return None
+    files = {s: spec.path / s / JSON_NAME for s in ("train", "val")}
+    return files if all(f.is_file() for f in files.values()) else None
+
+
+def source_files(spec: DataSpec) -> list[Path]:
+    """Every DriveLM file a file source reads (what its cached features depend on)."""
+    files = split_files(spec)
+    return list(files.values()) if files else [json_path(spec)]
+
+
 def _is_val(group: str, share: float) -> bool:
     return int(hashlib.sha1(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
 
@@ -138,9 +154,12 @@ def load_source(spec: DataSpec, split: str, limit: int, val_share: float = DEFAU
         raise ValueError(f"split must be train or val, got {split!r}")
     if spec.kind == "gen":
         return [_scene_frame(generate_scene(SPLIT_SEEDS[split], i)) for i in range(limit)]
-    file = json_path(spec)
-    frames = [_drive_frame(f) for f in load_drivelm(file, file.parent)]
+    presplit = split_files(spec)
+    files = [presplit[split]] if presplit else [json_path(spec)]
+    frames = [_drive_frame(f) for file in files for f in load_drivelm(file, file.parent)]
     if not frames:
-        raise OwledError(f"--data {spec.name}: {file} holds no key frames")
+        raise OwledError(f"--data {spec.name}: {files[0]} holds no key frames")
+    if presplit:
+        return frames[:limit]
     train, val = split_groups(frames, val_share)
     return (train if split == "train" else val)[:limit]

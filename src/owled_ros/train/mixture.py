@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from owled_ros.data.sources import DataSpec, SourceFrame, json_path, load_source
+from owled_ros.data.sources import DataSpec, SourceFrame, load_source, source_files
 from owled_ros.errors import OwledError
 from owled_ros.model.ood import OodStats, fit_ood, pooled
 from owled_ros.model.prompt import FRAME_QUESTION
@@ -55,7 +55,7 @@ def pick_pool(gen_weight: float, pools: tuple[FramePool, ...], rng: random.Rando
 
 
 def _file_digest(spec: DataSpec) -> str:
-    return hashlib.sha256(json_path(spec).read_bytes()).hexdigest()
+    return hashlib.sha256(b"".join(f.read_bytes() for f in source_files(spec))).hexdigest()
 
 
 def load_pools(vlm: DrivingVLM, specs: list[DataSpec], offset: int, work_dir: Path, val_share: float,
