@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from owled_ros.data.drivelm import QA, load_drivelm, score_answer
 from owled_ros.eval.metrics import accuracy, bleu4, cider, rouge_l
+from owled_ros.eval.scene_facts import fact_scores
 from owled_ros.imageio import read_image_rgb
 from owled_ros.model.prompt import FRAME_QUESTION
 from owled_ros.model.vlm import DrivingVLM
@@ -103,6 +104,7 @@ def evaluate(
         "bleu4": bleu4(descs_ref, descs_hyp) if descs_ref else None,
         "rouge_l": rouge_l(descs_ref, descs_hyp) if descs_ref else None,
         "cider": cider(descs_ref, descs_hyp) if descs_ref else None,
+        "facts": fact_scores(descs_ref, descs_hyp) if descs_ref else None,
         "frames_per_second": len(frames) / frame_seconds if frame_seconds > 0 else None,
         "blank_image": blank_image,
     }
