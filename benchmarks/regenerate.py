@@ -36,6 +36,7 @@ TABLES = {  # name -> (script, results json)
     "fleet_throughput": (HERE / "fleet_throughput.py", HERE / "fleet_throughput.json"),
     "recovery": (HERE / "recovery.py", HERE / "recovery.json"),
     "ood": (HERE / "ood_table.py", HERE / "ood_table.json"),
+    "real_roads": (HERE / "real_roads.py", HERE / "real_roads.json"),
 }
 
 
