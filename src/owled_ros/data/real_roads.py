@@ -17,9 +17,9 @@
 
 Every kept frame becomes one DriveLM key frame per ego speed of SPEEDS_MPS (the videos carry no
 speed; the same picture at another speed has another right action, by the rule expert). Frames
-are split by drive (VIDEO_SPLITS) into train/, val/ and test/, so no drive is in two splits; challenge01 is a stretch of
-project_video03's drive and stays with it. The wheel's `test_images/` are never used here: they
-are the outside test set.
+are split by drive (VIDEO_SPLITS) into train/, val/ and test/, so no drive is in two splits;
+challenge01 is a stretch of project_video03's drive and stays with it. The wheel's
+`test_images/` are never used here: they are the outside test set.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ VIDEO_SPLITS: dict[str, tuple[str, str]] = {
 }
 SPLITS = ("train", "val", "test")
 SET_DIR = LABELS_PATH.parent / "set"
-"""The set as stored in the repository (`owled data make --source real` remakes it; test/set_real_roads.py checks it does)."""
+"""The set as stored in the repository (`owled data make --source real` remakes it; test/test_real_roads.py checks it does)."""
 SPEEDS_MPS: tuple[float, ...] = (12.0, 20.0, 25.0, 29.0)
 """Below the limit, near it, at it and over it: accelerate, keep speed or slow down when the lane is clear."""
 FRAME_SIZE = (384, 216)
@@ -92,10 +92,10 @@ class FrameLabel:
     def stem(self) -> str:
         return f"{self.video}_{self.frame:05d}"
 
-    def scene(self, speed_mps: float, index: int = 0) -> Scene:
+    def scene(self, speed_mps: float) -> Scene:
         """The labelled facts as a generator Scene at an ego speed, so the rule expert and the
         reference description treat real and generated frames alike."""
-        return Scene(seed=0, index=index, size=(0, 0), weather=self.weather, curvature=_ROADS[self.road],
+        return Scene(seed=0, index=0, size=(0, 0), weather=self.weather, curvature=_ROADS[self.road],
                      ego=VehicleState(speed_mps=speed_mps), objects=self.objects, control=self.control, light=self.light)
 
 
