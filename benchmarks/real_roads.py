@@ -41,17 +41,16 @@ PHOTOS_FROM_TRAIN_DRIVE = frozenset({
 
 
 def frame_sets(gen_frames: int) -> dict[str, list]:
-    import cv2
-
     from owled_ros.data.dashcam import package_dir
     from owled_ros.data.real_roads import SET_DIR
     from owled_ros.eval.driving_qa import EvalFrame, drivelm_frames, generated_frames
+    from owled_ros.imageio import read_image_rgb
     from owled_ros.schema import VehicleState
     from owled_ros.vocab import Action
 
     def photos(train_drive: bool) -> list[EvalFrame]:  # reference: no road user, daylight (road shape unlabelled)
         paths = [p for p in sorted((package_dir() / "test_images").glob("*.jpg")) if (p.name in PHOTOS_FROM_TRAIN_DRIVE) == train_drive]
-        return [EvalFrame(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), VehicleState(speed_mps=OUTSIDE_SPEED_MPS),
+        return [EvalFrame(read_image_rgb(p), VehicleState(speed_mps=OUTSIDE_SPEED_MPS),
                           "Day.", Action.ACCELERATE, ()) for p in paths]
 
     test = SET_DIR / "test"

@@ -155,10 +155,10 @@ def load_source(spec: DataSpec, split: str, limit: int, val_share: float = DEFAU
     if spec.kind == "gen":
         return [_scene_frame(generate_scene(SPLIT_SEEDS[split], i)) for i in range(limit)]
     presplit = split_files(spec)
-    files = [presplit[split]] if presplit else [json_path(spec)]
-    frames = [_drive_frame(f) for file in files for f in load_drivelm(file, file.parent)]
+    file = presplit[split] if presplit else json_path(spec)
+    frames = [_drive_frame(f) for f in load_drivelm(file, file.parent)]
     if not frames:
-        raise OwledError(f"--data {spec.name}: {files[0]} holds no key frames")
+        raise OwledError(f"--data {spec.name}: {file} holds no key frames")
     if presplit:
         return frames[:limit]
     train, val = split_groups(frames, val_share)
