@@ -17,7 +17,7 @@ from owled_ros.data.targets import frame_answer
 from owled_ros.errors import OwledError
 from owled_ros.model.prompt import FRAME_QUESTION
 from owled_ros.train.config import TrainConfig
-from owled_ros.train.mixture import FramePool
+from owled_ros.train.mixture import FramePool, variations
 from owled_ros.train.trainer import sample_batch
 
 SEED = 77
@@ -80,6 +80,28 @@ def test_pools_are_drawn_by_weight_with_their_own_rows_and_states(drivelm_dir: P
     assert alone == sample_batch(scenes, cfg, random.Random(5), (), gen_weight=1.0)
 
 
+def test_variations_keep_each_frame_and_labels_in_its_rows(drivelm_dir: Path) -> None:
+    spec = parse_data_spec(f"drivelm:{drivelm_dir}")
+    frames = tuple(load_source(spec, "train", 100))
+    n = len(frames)
+    views = variations(frames, 2)
+    assert len(views) == 3 * n and views[:n] == list(frames)
+    for i, frame in enumerate(frames):
+        for copy in (1, 2):
+            view = views[copy * n + i]
+            assert (view.key, view.frame_answer, view.ego) == (frame.key, frame.frame_answer, frame.ego)
+            assert view.load_image().shape == frame.load_image().shape
+            assert not (view.load_image() == frame.load_image()).all()
+        assert not (views[n + i].load_image() == views[2 * n + i].load_image()).all()
+    pool = FramePool(spec, frames, offset=10, views=3)
+    rows = [pool.example(1.0, random.Random(k))[0] for k in range(300)]
+    assert set(rows) <= set(range(10, 10 + 3 * n))
+    assert {(r - 10) // n for r in rows} == {0, 1, 2}  # every view is shown
+    for k in range(50):  # the row's frame is the one whose labels come with it
+        row, _q, answer, ego = pool.example(1.0, random.Random(k))
+        assert (views[row - 10].frame_answer, views[row - 10].ego) == (answer, ego)
+
+
 def _owled(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "owled_ros.cli", *args], capture_output=True, text=True, timeout=120)
 
@@ -105,7 +127,7 @@ def test_training_on_a_mixture_reports_each_source_and_ships_ood_statistics(driv
     from owled_ros.model.checkpoint import CONFIG_NAME, load_vlm
     from owled_ros.train.trainer import train
 
-    cfg = TrainConfig(scenes=6, steps=2, batch=4, lora_rank=2, data=("gen", f"drivelm:{drivelm_dir}@0.5"), val_frames=2)
+    cfg = TrainConfig(scenes=6, steps=2, batch=4, lora_rank=2, data=("gen", f"drivelm:{drivelm_dir}@0.5"), val_frames=2, augment=1)
     out = train(tmp_path / "m", tmp_path / "w", cfg, resume=False, command="test")
     meta = json.loads((out / CONFIG_NAME).read_text())["meta"]["train"]
     assert set(meta["validation"]) == {"gen", f"drivelm:{drivelm_dir}"}
@@ -113,6 +135,7 @@ def test_training_on_a_mixture_reports_each_source_and_ships_ood_statistics(driv
     assert meta["data"] == ["gen", f"drivelm:{drivelm_dir}@0.5"]
     vlm = load_vlm(out)
     assert vlm.ood is not None and vlm.ood.info["sources"] == ["gen", f"drivelm:{drivelm_dir}"]
-    assert vlm.ood.info["fit_frames"] == 6 + len(load_source(parse_data_spec(f"drivelm:{drivelm_dir}"), "train", 100))
+    recorded = len(load_source(parse_data_spec(f"drivelm:{drivelm_dir}"), "train", 100))
+    assert vlm.ood.info["fit_frames"] == 6 + 2 * recorded  # each file frame as recorded and in one variation
     rows = Counter(p.name for p in (tmp_path / "w").glob("features*.safetensors"))
     assert len(rows) == 2  # the generator's features and the file source's, cached apart

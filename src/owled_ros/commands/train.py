@@ -16,6 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", action="append", default=None, metavar="SPEC",
                    help="training source, repeatable: gen | drivelm:PATH | sim:DIR, optionally @WEIGHT (default: gen; docs/own-data.md)")
     p.add_argument("--val-share", type=float, default=d.val_share, help="share of a file source's scenes held out for validation")
+    p.add_argument("--augment", type=int, default=d.augment, metavar="N",
+                   help="also train on N camera variations of each file-source frame: exposure, colour, blur, JPEG, framing (docs/own-data.md)")
     p.add_argument("--val-frames", type=int, default=d.val_frames, help="validation frames per source scored after training (0: none)")
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch", type=int, default=d.batch)
@@ -57,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         raise OwledError(f"--speed-resample must be in 0..1, got {args.speed_resample}")
     if not args.lr > 0:
         raise OwledError("--lr must be positive")
+    if not 0 <= args.augment <= 32:
+        raise OwledError(f"--augment must be in 0..32, got {args.augment}")
     if not 0 < args.val_share < 1 or args.val_frames < 0:
         raise OwledError("--val-share must be in (0, 1) and --val-frames 0 or more")
     from owled_ros.train.trainer import data_specs
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         scenes=args.scenes, steps=args.steps, batch=args.batch, lr=args.lr, lora_rank=args.lora_rank,
         seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads,
         speed_resample=args.speed_resample, prompt_cues=args.prompt_cues, init_from=args.init_from, device=args.device,
-        data=tuple(args.data or ("gen",)), val_share=args.val_share, val_frames=args.val_frames,
+        data=tuple(args.data or ("gen",)), val_share=args.val_share, val_frames=args.val_frames, augment=args.augment,
     )
     command = "owled " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     encoder_cfg = EncoderTrainConfig(scenes=args.encoder_scenes, epochs=args.encoder_epochs,

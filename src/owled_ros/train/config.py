@@ -22,6 +22,7 @@ class TrainConfig:
     device: str = "cpu"  # stage 2 runs here ("cuda" on a GPU machine); stage 1 and the exported files stay on the CPU
     data: tuple[str, ...] = ("gen",)  # training sources, data/sources.py specs (KIND[:PATH][@WEIGHT])
     val_share: float = 0.1  # share of a file source's scenes held out for validation
+    augment: int = 0  # camera variations of each file-source training frame, beside the recorded one (data/augment.py)
     val_frames: int = 100  # validation frames per source scored after training (0: none)
     ood_holdout: int = 500  # validation frames the OOD threshold is set on
 

@@ -3,7 +3,8 @@ frames beside the generated scenes, each drawn by its weight; per-source validat
 statistics of the mixture.
 
 The generator keeps its own path in trainer.sample_batch (speed redraws relabel a scene from its
-ground truth); a pool frame is shown at its recorded ego state with its own labels.
+ground truth); a pool frame is shown at its recorded ego state with its own labels, as recorded or
+as one of its `augment` camera variations (data/augment.py), each encoded once up front.
 """
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import hashlib
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from owled_ros.data.augment import augment
 from owled_ros.data.sources import DataSpec, SourceFrame, load_source, source_files
 from owled_ros.errors import OwledError
 from owled_ros.model.ood import OodStats, fit_ood, pooled
@@ -29,20 +31,33 @@ MAX_POOL_FRAMES = 1_000_000
 
 @dataclass(frozen=True)
 class FramePool:
-    """The training frames of one file source and where their encoder features sit in the feature tensor."""
+    """The training frames of one file source and where their encoder features sit in the feature tensor:
+    `views` blocks of len(frames) rows from `offset`, the recorded frames first, then each variation."""
 
     spec: DataSpec
     frames: tuple[SourceFrame, ...]
     offset: int
+    views: int = 1
 
     def example(self, frame_share: float, rng: random.Random) -> tuple[int, str, str, VehicleState | None]:
         """(feature row, question, answer, ego state): the frame's answer with `frame_share`, else one of its QA."""
         i = rng.randrange(len(self.frames))
         frame = self.frames[i]
+        row = self.offset + (rng.randrange(self.views) if self.views > 1 else 0) * len(self.frames) + i
         if frame.frame_answer is not None and (not frame.qa or rng.random() < frame_share):
-            return self.offset + i, FRAME_QUESTION, frame.frame_answer, frame.ego
+            return row, FRAME_QUESTION, frame.frame_answer, frame.ego
         qa = rng.choice(frame.qa)
-        return self.offset + i, qa.question, qa.answer, frame.ego
+        return row, qa.question, qa.answer, frame.ego
+
+
+def variations(frames: tuple[SourceFrame, ...], copies: int) -> list[SourceFrame]:
+    """The frames, then `copies` camera variations of each in the same order (seeded by key and copy)."""
+    out = list(frames)
+    for copy in range(1, copies + 1):
+        for frame in frames:
+            seed = int.from_bytes(hashlib.sha256(f"{frame.key}#{copy}".encode()).digest()[:8], "little")
+            out.append(replace(frame, load_image=lambda f=frame, s=seed: augment(f.load_image(), s)))
+    return out
 
 
 def pick_pool(gen_weight: float, pools: tuple[FramePool, ...], rng: random.Random) -> FramePool | None:
@@ -59,9 +74,10 @@ def _file_digest(spec: DataSpec) -> str:
 
 
 def load_pools(vlm: DrivingVLM, specs: list[DataSpec], offset: int, work_dir: Path, val_share: float,
-               cached: Callable[[Path, str, Callable[[], torch.Tensor]], torch.Tensor]) -> tuple[tuple[FramePool, ...], list[torch.Tensor]]:
+               cached: Callable[[Path, str, Callable[[], torch.Tensor]], torch.Tensor],
+               augment_copies: int = 0) -> tuple[tuple[FramePool, ...], list[torch.Tensor]]:
     """Pools of the file sources (rows from `offset` on) and their encoder tokens, cached in work_dir by `cached`
-    (trainer.cached: file, key, compute -> tensor)."""
+    (trainer.cached: file, key, compute -> tensor); with `augment_copies` each frame also in that many variations."""
     from owled_ros.train.trainer import weights_digest
 
     pools, features = [], []
@@ -69,14 +85,14 @@ def load_pools(vlm: DrivingVLM, specs: list[DataSpec], offset: int, work_dir: Pa
         frames = tuple(f for f in load_source(spec, "train", MAX_POOL_FRAMES, val_share) if f.qa or f.frame_answer)
         if not frames:
             raise OwledError(f"--data {spec.name}: no training frame with QA or an action to learn from")
-        key = json.dumps({"source": spec.name, "json": _file_digest(spec), "frames": len(frames), "val_share": val_share,
+        key = json.dumps({"source": spec.name, "json": _file_digest(spec), "frames": len(frames), "val_share": val_share, "augment": augment_copies,
                           "encoder": vlm.encoder.config.to_dict(), "weights": weights_digest(vlm.encoder)}, sort_keys=True)
         name = hashlib.sha1(spec.name.encode()).hexdigest()[:12]
         tokens = cached(work_dir / f"features-{spec.kind}-{name}.safetensors", key,
-                        lambda: encode_frames(vlm, frames, desc=f"encoding {spec.name} (frozen encoder)"))
-        pools.append(FramePool(spec, frames, offset))
+                        lambda: encode_frames(vlm, variations(frames, augment_copies), desc=f"encoding {spec.name} (frozen encoder)"))
+        pools.append(FramePool(spec, frames, offset, 1 + augment_copies))
         features.append(tokens)
-        offset += len(frames)
+        offset += len(tokens)
     return tuple(pools), features
 
 

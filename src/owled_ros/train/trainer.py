@@ -330,7 +330,8 @@ def train(out_dir: Path, work_dir: Path, cfg: TrainConfig, resume: bool, command
     scenes = [generate_scene(SPLIT_SEEDS["train"], i) for i in tqdm(range(cfg.scenes if gen else 0), desc="generating scenes", unit="scene")]
     vlm.to(cfg.device)
     parts = [cached_features(vlm, scenes, Path(work_dir))] if scenes else []
-    pools, pool_features = load_pools(vlm, [s for s in specs if s.kind != "gen"], len(scenes), Path(work_dir), cfg.val_share, cached)
+    pools, pool_features = load_pools(vlm, [s for s in specs if s.kind != "gen"], len(scenes), Path(work_dir), cfg.val_share, cached,
+                                      cfg.augment)
     features = torch.cat([*parts, *pool_features]).to(cfg.device)
     trainer = Trainer(vlm, cfg, out_dir, work_dir)
     trainer.pools, trainer.gen_weight = pools, gen.weight if gen else 0.0
