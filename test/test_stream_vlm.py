@@ -1,4 +1,5 @@
-"""Streamed pruning of an owled VLM directory: the LM one decoder layer at a time, LoRA merged as read.
+"""Streamed pruning of an owled VLM directory (the LM one decoder layer at a time, LoRA merged as read)
+and of a native LLaVA directory (its CLIP tower block by block too).
 
 It must give exactly the weights and report of the in-memory path (load_vlm + prune_vlm) on
 the same calibration samples; bf16 weights stay bf16 on disk; bad shards are refused before
@@ -22,9 +23,9 @@ from owled_ros.model.checkpoint import CONFIG_NAME, load_vlm
 from owled_ros.prune.config import PruneConfig
 from owled_ros.prune.memory import MemorySampler
 from owled_ros.prune.report import build_report, count_zeros
-from owled_ros.prune.stream import INDEX_NAME, open_vlm_dir, prune_vlm_dir
+from owled_ros.prune.stream import INDEX_NAME, open_llava_dir, open_vlm_dir, prune_vlm_dir
 from owled_ros.prune.vlm import prune_vlm
-from tiny_models import save_tiny_vlm
+from tiny_models import save_tiny_llava, save_tiny_vlm
 
 LORA_TARGETS = ("self_attn.q_proj", "mlp.down_proj")
 
@@ -83,6 +84,49 @@ def test_streamed_vlm_prune_equals_the_in_memory_prune(tiny_vlm_dir: Path, tmp_p
     assert streamed.meta["pruned"]["method"] == method
     assert report["peak_anon_mb"] > 0 and report["peak_file_mb"] > 0
     assert report["peak_anon_mb"] + report["peak_file_mb"] >= 0.9 * report["peak_rss_mb"] - 50
+
+
+@pytest.mark.parametrize("method,ratios", [("wanda", "owl"), ("sparsegpt", "uniform")])
+def test_streamed_llava_prune_equals_the_in_memory_prune(tmp_path: Path, method: str, ratios: str) -> None:
+    """Tower and LM both streamed from the LLaVA checkpoint's own names; the LM calibrates on the pruned tower's tokens."""
+    src = save_tiny_llava(tmp_path / "llava", vision_layers=3)
+    config = PruneConfig(method, ratios, 0.4, 0.6, owl_lambda=0.1)
+    reference = load_vlm(src)
+    ref_parts = prune_vlm(reference, _calib(), config)
+    opened = open_llava_dir(src)
+    assert opened.streams_encoder and all(p.device.type == "meta" for p in opened.vlm.encoder.tower.encoder.parameters())
+    report = prune_vlm_dir(opened, _calib(), config, tmp_path / "out", {"source": "test"})
+
+    streamed = load_vlm(tmp_path / "out")
+    ref = reference.state_dict()
+    assert set(streamed.state_dict()) == set(ref)
+    for name, tensor in streamed.state_dict().items():
+        assert torch.equal(tensor, ref[name]), name
+    assert json.loads((tmp_path / "out" / CONFIG_NAME).read_text())["encoder_weights"] == "encoder"
+    assert len(set(json.loads((tmp_path / "out" / "encoder" / INDEX_NAME).read_text())["weight_map"].values())) == 4
+    in_memory = build_report(config, ref_parts, {"source": "test"}, 0.0, count_zeros([b for p in ref_parts for b in p.blocks]))
+    varying = ("seconds", "peak_rss_mb", "peak_anon_mb", "peak_file_mb")
+    assert {k: v for k, v in report.items() if k not in varying} == {k: v for k, v in in_memory.items() if k not in varying}
+    assert report["achieved_sparsity"]["encoder"] == pytest.approx(0.4, abs=0.03)
+    assert report["achieved_sparsity"]["llm"] == pytest.approx(0.6, abs=0.03)
+    assert streamed.meta["source"] == "llava:llava" and streamed.meta["pruned"]["method"] == method
+
+
+def test_bf16_llava_stays_bf16_and_a_dense_part_is_copied_whole(tmp_path: Path) -> None:
+    """Through the CLI: `owled prune --model LLAVA_DIR` takes the streamed path."""
+    src = save_tiny_llava(tmp_path / "llava", vision_layers=3, dtype=torch.bfloat16)
+    assert main(["prune", "--model", str(src), "--calib", "dashcam", "--calib-samples", "2", "--method", "wanda", "--ratios", "uniform",
+                 "--encoder-sparsity", "0", "--llm-sparsity", "0.5", "--out", str(tmp_path / "out")]) == 0
+    tensors: dict[str, dict[str, torch.Tensor]] = {"encoder": {}, "lm": {}}
+    for part, zeros in (("encoder", 0.0), ("lm", 0.5)):
+        for file in (tmp_path / "out" / part).glob("*.safetensors"):
+            tensors[part].update(load_file(str(file)))
+        assert {t.dtype for t in tensors[part].values()} == {torch.bfloat16}, part
+        fc1 = [t for n, t in tensors[part].items() if n.endswith(("fc1.weight", "gate_proj.weight"))]
+        assert len(fc1) == (3 if part == "encoder" else 2)
+        assert all((t == 0).float().mean().item() == pytest.approx(zeros, abs=0.02) for t in fc1), part
+    loaded = load_vlm(tmp_path / "out")
+    assert torch.equal(loaded.encoder.tower.encoder.layers[2].mlp.fc1.weight, tensors["encoder"]["tower.encoder.layers.2.mlp.fc1.weight"].float())
 
 
 def test_bf16_weights_stay_bf16_and_prune_like_their_fp32_copies(tiny_vlm_dir: Path, tmp_path: Path) -> None:

@@ -39,10 +39,10 @@ def save_tiny_lm(family: str, out: Path) -> Path:
     return out
 
 
-def vision_config(kind: str):
+def vision_config(kind: str, layers: int = 2):
     from transformers import CLIPVisionConfig, SiglipVisionConfig
 
-    common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8)
+    common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4, image_size=32, patch_size=8)
     return CLIPVisionConfig(**common) if kind == "clip" else SiglipVisionConfig(**common)
 
 
@@ -55,12 +55,12 @@ def save_tiny_tower(kind: str, out: Path) -> Path:
     return out
 
 
-def save_tiny_llava(out: Path) -> Path:
+def save_tiny_llava(out: Path, vision_layers: int = 2, dtype: torch.dtype = torch.float32) -> Path:
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     torch.manual_seed(0)
-    config = LlavaConfig(vision_config=vision_config("clip"), text_config=text_config("llama"), image_token_index=VOCAB - 1)
-    LlavaForConditionalGeneration(config).save_pretrained(out, safe_serialization=True)
+    config = LlavaConfig(vision_config=vision_config("clip", vision_layers), text_config=text_config("llama"), image_token_index=VOCAB - 1)
+    LlavaForConditionalGeneration(config).to(dtype).save_pretrained(out, safe_serialization=True)
     tokenizer().save_pretrained(out)
     return out
 

@@ -127,9 +127,10 @@ class StopForward(Exception):
     """Raised by `observe(stop_when_seen=...)` once a forward has given every layer its input."""
 
 
-def run_sample(vlm: DrivingVLM, sample: VisualSample) -> None:
-    """One calibration sample through the LM's decoder, as the LM sees it at run time (+ answer)."""
-    visual = vlm.visual_embeds([sample.image])
+def run_sample(vlm: DrivingVLM, sample: VisualSample, tokens: torch.Tensor | None = None) -> None:
+    """One calibration sample through the LM's decoder, as the LM sees it at run time (+ answer).
+    `tokens`: the image's encoder tokens when they were computed apart (a streamed encoder)."""
+    visual = vlm.visual_embeds([sample.image]) if tokens is None else vlm.projector(tokens)
     answers = [sample.answer] if sample.answer is not None else None
     embeds, mask, _spans = vlm.lm_inputs(visual, [sample.state], [sample.question], answers, left_pad=False)
     vlm.lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False)

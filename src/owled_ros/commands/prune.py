@@ -6,11 +6,12 @@ text calibration (wiki has no images) or with --nm (S/4 has no N:M form).
 --nm N:M prunes every pruned part in N:M groups along the input dimension (2:4 is what
 sparse tensor cores run) with uniform ratios: the reference's OWL + N:M mixes different
 N per layer, which no N:M hardware runs, so an explicit --ratios owl with --nm is refused.
-An owled model directory (and 'default') is pruned streamed: encoder and projector in
-memory, the LM read from its safetensors files one decoder layer at a time (prune/stream.py).
+An owled model directory (and 'default') or a native LLaVA one is pruned streamed: a
+CLIP/SigLIP tower block by block, then the LM one decoder layer at a time, each read from its
+safetensors files (prune/stream.py); an EfficientNet encoder and the projector in memory.
 --model may also be a plain HF causal LM directory (safetensors): it is calibrated on
 --calib wiki and pruned streamed the same way; the output is a sharded HF checkpoint.
-A LLaVA directory is still loaded whole. The report gives the peak anonymous and
+The report gives the peak anonymous and
 file-backed memory apart (peak_anon_mb, peak_file_mb) beside peak_rss_mb (VmHWM).
 --calib-dtype auto runs the calibration forwards in bf16 where the CPU has bf16 dot
 products (1.6x faster a block), else fp32; the pruned weights are fp32 either way.
@@ -160,13 +161,26 @@ def _run_plain_lm(args: argparse.Namespace, path: Path, config, out: Path) -> in
 
 def _run_streamed_vlm(args: argparse.Namespace, path: Path, config, out: Path) -> int:
     from owled_ros.data.calibration import load_calibration
-    from owled_ros.prune.stream import open_vlm_dir, prune_vlm_dir
+    from owled_ros.prune.stream import open_streamed, prune_vlm_dir
 
-    opened = open_vlm_dir(path)
+    opened = open_streamed(path)
     calib = load_calibration(args.calib, args.calib_samples, opened.vlm.tokenizer, args.seqlen)
     report = prune_vlm_dir(opened, calib, config, out, _calibration_record(calib))
     _print_summary(config, report, out)
     return 0
+
+
+def _streams(path: Path) -> bool:
+    """An owled model directory or a native LLaVA one: pruned streamed (prune/stream.py)."""
+    import json
+
+    from owled_ros.model.checkpoint import CONFIG_NAME
+
+    hf = path / "config.json"
+    try:
+        return (path / CONFIG_NAME).is_file() or (hf.is_file() and json.loads(hf.read_text()).get("model_type") == "llava")
+    except json.JSONDecodeError:
+        return False  # the loader names the broken file
 
 
 def _prune_then_recover(args: argparse.Namespace, out: Path) -> int:
@@ -223,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         raise OwledError(f"{lm_dir}: --latency-budget-ms measures camera frames; it needs a DrivingVLM, not a plain LM")
     if lm_dir is not None:
         return _run_plain_lm(args, lm_dir, config, out)
-    if config.structure == "unstructured" and (resolve_model_dir(args.model) / CONFIG_NAME).is_file():
+    if config.structure == "unstructured" and _streams(resolve_model_dir(args.model)):
         return _run_streamed_vlm(args, resolve_model_dir(args.model), config, out)
     start = time.perf_counter()
     vlm = load_vlm(args.model, "fp32")

