@@ -162,3 +162,59 @@ def test_memory_sampler_sees_anonymous_memory_grow() -> None:
         memory.sample()
         del block
     assert memory.peaks.anon_mb - before > 50
+
+
+def test_activations_spill_past_the_budget_and_a_copy_never_writes_the_original(tmp_path: Path) -> None:
+    from owled_ros.prune.spill import MB, Activations, SpillPolicy
+
+    acts = Activations(SpillPolicy(budget=MB, directory=tmp_path))
+    batches = [torch.full((256, 512), float(i)) for i in range(4)]  # 0.5 MB each: two resident, two spilled
+    for b in batches:
+        acts.append(b)
+    assert acts.spilled == 2 and acts[0] is batches[0] and acts[3] is not batches[3]
+    assert all(torch.equal(a, b) for a, b in zip(acts, batches))
+    assert list(tmp_path.iterdir()) == []  # spill files are unlinked once mapped: nothing to leak
+    work = acts.copy()
+    work[3] = torch.zeros(256, 512)
+    work[3] = torch.ones(256, 512)  # now its own file, written in place
+    work[0] = torch.ones(256, 512)
+    assert torch.equal(acts[3], batches[3]) and torch.equal(acts[0], batches[0])
+    assert torch.equal(work[3], torch.ones(256, 512)) and torch.equal(work[0], torch.ones(256, 512))
+    acts[2] = torch.full((256, 512), 7.0)  # the capture's own spilled slot: in place
+    assert acts[2].sum().item() == 7.0 * 256 * 512
+
+
+def test_a_prune_that_spills_everything_writes_the_same_model(tmp_path: Path, monkeypatch) -> None:
+    from owled_ros.prune.spill import Activations, spill_beyond
+    from owled_ros.prune.vlm import activation_bytes
+
+    spills = []
+    file_copy = Activations._file_copy
+    monkeypatch.setattr(Activations, "_file_copy", lambda self, t: spills.append(t.shape) or file_copy(self, t))
+
+    src = save_tiny_llava(tmp_path / "llava", vision_layers=3)
+    config = PruneConfig("wanda", "owl", 0.4, 0.6, owl_lambda=0.1)
+    prune_vlm_dir(open_llava_dir(src), _calib(), config, tmp_path / "resident", {"source": "test"})
+    assert spills == []
+    opened = open_llava_dir(src)
+    with spill_beyond(1e-6, tmp_path, activation_bytes(opened.vlm, _calib())):
+        prune_vlm_dir(opened, _calib(), config, tmp_path / "spilled", {"source": "test"})
+    assert len(spills) > 10 and {len(s) for s in spills} >= {3}  # tower and LM inputs alike went to files
+    a, b = load_vlm(tmp_path / "resident").state_dict(), load_vlm(tmp_path / "spilled").state_dict()
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert not list(tmp_path.glob(".owled-spill-*"))
+
+
+def test_too_little_disk_for_the_spill_fails_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
+    import shutil
+    from collections import namedtuple
+
+    src = save_tiny_llava(tmp_path / "llava", vision_layers=3)
+    capsys.readouterr()
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(10**9, 10**9, 0))
+    assert main(["prune", "--model", str(src), "--calib", "dashcam", "--calib-samples", "2", "--sparsity", "0.5",
+                 "--max-memory", "0.0001", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not enough disk for the spill files" in err[0] and "MB needed" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llava"]

@@ -61,6 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seqlen", type=int, default=512, help="text window length (wiki)")
     p.add_argument("--calib-dtype", choices=("auto", *CALIB_DTYPES), default="auto",
                    help="what the calibration forwards compute in (auto: bf16 where the CPU has bf16 dot products)")
+    p.add_argument("--max-memory", type=float, default=None, metavar="MB",
+                   help="streamed prunes: calibration activations kept in memory up to MB, the rest in memory-mapped files "
+                        "beside --out (default: half of the memory available)")
     p.add_argument("--recover-steps", type=int, default=0, metavar="N",
                    help="then recover by distillation from --model for N steps (owled recover's settings; 0: no recovery)")
     p.add_argument("--out", required=True, help="output model directory (must not exist)")
@@ -139,6 +142,8 @@ def _memory_text(report: dict) -> str:
 
 
 def _run_plain_lm(args: argparse.Namespace, path: Path, config, out: Path) -> int:
+    import json
+
     from transformers import AutoTokenizer
 
     from owled_ros.data.calibration import load_calibration
@@ -154,7 +159,8 @@ def _run_plain_lm(args: argparse.Namespace, path: Path, config, out: Path) -> in
 
         report = prune_lm_dir_structured(path, calib.windows, config, out, _calibration_record(calib))
     else:
-        report = prune_lm_dir(path, calib.windows, config, out, _calibration_record(calib))
+        with _spill(args, out, calib.windows.numel() * json.loads((path / "config.json").read_text())["hidden_size"] * 4):
+            report = prune_lm_dir(path, calib.windows, config, out, _calibration_record(calib))
     _print_summary(config, report, out)
     return 0
 
@@ -162,12 +168,25 @@ def _run_plain_lm(args: argparse.Namespace, path: Path, config, out: Path) -> in
 def _run_streamed_vlm(args: argparse.Namespace, path: Path, config, out: Path) -> int:
     from owled_ros.data.calibration import load_calibration
     from owled_ros.prune.stream import open_streamed, prune_vlm_dir
+    from owled_ros.prune.vlm import activation_bytes
 
     opened = open_streamed(path)
     calib = load_calibration(args.calib, args.calib_samples, opened.vlm.tokenizer, args.seqlen)
-    report = prune_vlm_dir(opened, calib, config, out, _calibration_record(calib))
+    with _spill(args, out, activation_bytes(opened.vlm, calib)):
+        report = prune_vlm_dir(opened, calib, config, out, _calibration_record(calib))
     _print_summary(config, report, out)
     return 0
+
+
+def _spill(args: argparse.Namespace, out: Path, activation_bytes: int):
+    """The --max-memory budget of a streamed prune, spill files in a temporary directory beside --out."""
+    from owled_ros.errors import OwledError
+    from owled_ros.prune.spill import default_max_memory_mb, spill_beyond
+
+    if args.max_memory is not None and not args.max_memory > 0:
+        raise OwledError(f"--max-memory must be a positive number of MB, got {args.max_memory}")
+    budget = args.max_memory if args.max_memory is not None else default_max_memory_mb()
+    return spill_beyond(budget, out.resolve().parent, activation_bytes)
 
 
 def _streams(path: Path) -> bool:

@@ -32,6 +32,7 @@ from owled_ros.heap import release_free_memory
 from owled_ros.prune.attention import calibration_attention
 from owled_ros.observe import LayerStats, StopForward, observe
 from owled_ros.prune.layers import Block
+from owled_ros.prune.spill import Activations
 
 
 class _Stop(Exception):
@@ -48,14 +49,14 @@ class BlockCall:
 
 @dataclass
 class Captured:
-    hidden: list[torch.Tensor]  # block 0's input, one per batch
+    hidden: Activations  # block 0's input, one per batch (spilled to files beyond --max-memory, prune/spill.py)
     calls: list[list[BlockCall]]  # [block][batch]
 
 
 @torch.no_grad()
 def capture(blocks: list[nn.Module], run_model: Callable[[Any], object], batches: Iterable[Any]) -> Captured:
     """Inputs of block 0 and every block's call arguments, for each batch given to `run_model`."""
-    captured = Captured([], [[] for _ in blocks])
+    captured = Captured(Activations(), [[] for _ in blocks])
 
     def recorder(k: int) -> Callable:
         def forward(hidden: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -85,7 +86,7 @@ def capture(blocks: list[nn.Module], run_model: Callable[[Any], object], batches
 
 
 @torch.no_grad()
-def run_block(block: nn.Module, hidden: list[torch.Tensor], calls: list[BlockCall], replace: bool) -> None:
+def run_block(block: nn.Module, hidden: Activations, calls: list[BlockCall], replace: bool) -> None:
     """Run every batch through the block; with `replace`, its outputs become the next inputs."""
     for i, (h, call) in enumerate(zip(hidden, calls)):
         try:
@@ -144,7 +145,7 @@ def walk(
     several walks can share one capture, unless `consume`: then its inputs are replaced as
     the walk goes (the capture's last use: one set of activations in memory, not two).
     """
-    hidden = captured.hidden if consume else list(captured.hidden)
+    hidden = captured.hidden if consume else captured.hidden.copy()
     context = compute_dtype(dtype, hidden[0].device)
     for k, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
         last = k == len(blocks) - 1

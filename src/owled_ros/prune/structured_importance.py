@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from owled_ros.prune.attention import calibration_attention
-from owled_ros.prune.calibrate import Captured, LayerStats, compute_dtype, run_block, walk
+from owled_ros.prune.calibrate import Captured, LayerStats, compute_dtype, walk
 from owled_ros.prune.layers import Block, weight_matrix
 from owled_ros.prune.owl import outlier_ratio
 from owled_ros.prune.scores import wanda_scores
@@ -116,14 +116,16 @@ def taylor_scores(groups: list[ChannelGroup], samples: Iterable, losses: Losses,
 @torch.no_grad()
 def block_influence(blocks: list[Block], captured: Captured, dtype: str = "fp32") -> list[float]:
     """Per block, 1 - mean cosine between its input and output hidden states over all calibration tokens."""
-    hidden = list(captured.hidden)
+    hidden = captured.hidden.copy()
     influence = []
     context = compute_dtype(dtype, hidden[0].device)
     for k, block in enumerate(tqdm(blocks, desc="block influence", unit="block")):
-        before = list(hidden)
+        cos = []
         with context, calibration_attention(block.module):
-            run_block(block.module, hidden, captured.calls[k], replace=True)
-        cos = torch.cat([F.cosine_similarity(a.float().reshape(-1, a.shape[-1]), b.float().reshape(-1, b.shape[-1]), dim=-1)
-                         for a, b in zip(before, hidden)])
-        influence.append(float(1 - cos.mean()))
+            for i, call in enumerate(captured.calls[k]):  # a batch's input is read before its output replaces it
+                before = hidden[i]
+                after = block.module(before, *call.args, **call.kwargs)
+                cos.append(F.cosine_similarity(before.float().reshape(-1, before.shape[-1]), after.float().reshape(-1, after.shape[-1]), dim=-1))
+                hidden[i] = after
+        influence.append(float(1 - torch.cat(cos).mean()))
     return influence

@@ -41,6 +41,20 @@ def _chunks(items: list | torch.Tensor, size: int) -> Iterator:
         yield items[i : i + size]
 
 
+def activation_bytes(vlm: DrivingVLM, calib: CalibrationSet) -> int:
+    """About the size of the larger capture (encoder or LM inputs, fp32): what --max-memory weighs
+    against. Visual samples: the image tokens plus the prompt and answer, 64 tokens of template."""
+    h = vlm.lm.config.hidden_size
+    if calib.windows is not None:
+        return calib.windows.numel() * h * 4
+    n = len(calib.visual)
+    text = sum(len(vlm.tokenizer(s.question + " " + (s.answer or "")).input_ids) for s in calib.visual)
+    lm = (n * (vlm.projector.config.n_tokens + 64) + text) * h * 4
+    width, height = vlm.encoder.config.image_size
+    encoder = n * 3 * width * height * 4 * 4  # the first block's input is about 4x the pixels (a ViT: patches x width)
+    return max(lm, encoder)
+
+
 def capture_encoder(vlm: DrivingVLM, calib: CalibrationSet) -> Captured:
     images = [s.image for s in calib.visual]
     batches = (vlm.encoder.preprocess(chunk).to(vlm.device) for chunk in _chunks(images, IMAGE_BATCH))
