@@ -32,8 +32,9 @@ import torch
 from owled_ros.machine import benchmark_main, machine_info, machine_line
 
 OUTSIDE_SPEED_MPS = 20.0
-DEFAULT_MODELS = ("generated-only=git:7e64fb3", "default")
-"""The default model before it saw real frames (trained on generated scenes only), then the shipped one."""
+DEFAULT_MODELS = ("generated-only=git:7e64fb3", "real-split=git:d4cb63b", "default")
+"""The default model before it saw real frames (trained on generated scenes only), the first real-frame
+fine-tune (no augmentation), then the shipped one (the same with `--augment 4`)."""
 PHOTOS_FROM_TRAIN_DRIVE = frozenset({
     "challange00101.jpg", "challange00111.jpg", "challange00136.jpg", "test1.jpg", "test2.jpg", "test3.jpg", "test4.jpg", "test5.jpg", "test6.jpg",
 })
