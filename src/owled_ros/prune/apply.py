@@ -8,7 +8,7 @@ so uniform magnitude runs no calibration at all.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +55,11 @@ def prune_layer(layer: nn.Module, stats: LayerStats | None, sparsity: float, con
     w[mask] = 0
 
 
+def block_wanda_scores(block: Block, stats: dict[str, LayerStats]) -> Iterator[torch.Tensor]:
+    """Each prunable layer's Wanda scores, one at a time (OWL's outlier statistics pool them)."""
+    return (wanda_scores(weight_matrix(layer), stats[name].norm) for name, layer in block.layers.items())
+
+
 def outlier_ratios(
     blocks: list[Block], captured: Captured, ms: Sequence[float], desc: str = "owl", dtype: str = "fp32", store: BlockStore = RESIDENT
 ) -> dict[float, list[float]]:
@@ -63,9 +68,8 @@ def outlier_ratios(
 
     def visit(_k: int, block: Block, stats: dict[str, LayerStats]) -> None:
         if block.layers:
-            scores = [wanda_scores(weight_matrix(layer), stats[name].norm) for name, layer in block.layers.items()]
             for m in ms:
-                ratios[m].append(outlier_ratio(scores, m))
+                ratios[m].append(outlier_ratio(lambda: block_wanda_scores(block, stats), m))
 
     walk(blocks, captured, visit, prunes=False, hessian=False, desc=desc, dtype=dtype, store=store)
     return ratios

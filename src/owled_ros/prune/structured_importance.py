@@ -28,6 +28,7 @@ from tqdm import tqdm
 from owled_ros.prune.attention import calibration_attention
 from owled_ros.prune.calibrate import Captured, LayerStats, compute_dtype, walk
 from owled_ros.prune.layers import Block, weight_matrix
+from owled_ros.prune.apply import block_wanda_scores
 from owled_ros.prune.owl import outlier_ratio
 from owled_ros.prune.scores import wanda_scores
 from owled_ros.prune.structured_groups import ChannelGroup, per_unit
@@ -62,8 +63,7 @@ def dense_pass(blocks: list[Block], groups: list[ChannelGroup], captured: Captur
         if block.name not in by_block:
             return
         names = {id(layer): name for name, layer in block.layers.items()}
-        scores = [wanda_scores(weight_matrix(layer), stats[name].norm) for name, layer in block.layers.items()]
-        out.outlier_ratios[block.name] = outlier_ratio(scores, m)
+        out.outlier_ratios[block.name] = outlier_ratio(lambda: block_wanda_scores(block, stats), m)
         for g in by_block[block.name]:
             out.activation[id(g)] = activation_score(g, stats[names[id(g.consumer)]].norm)
 
