@@ -32,6 +32,7 @@ TABLES = {  # name -> (script, results json)
     "prune_owl_sweep": (HERE / "prune_owl_sweep.py", HERE / "prune_owl_sweep.json"),
     "input_soak": (HERE / "input_soak.py", HERE / "input_soak.json"),
     "stream_vlm": (HERE / "stream_vlm.py", HERE / "stream_vlm.json"),
+    "stream_scale": (HERE / "stream_scale.py", HERE / "stream_scale.json"),
     "structured_prune": (HERE / "structured_prune.py", HERE / "structured_prune.json"),
     "fleet_throughput": (HERE / "fleet_throughput.py", HERE / "fleet_throughput.json"),
     "recovery": (HERE / "recovery.py", HERE / "recovery.json"),
