@@ -189,19 +189,6 @@ def _spill(args: argparse.Namespace, out: Path, activation_bytes: int):
     return spill_beyond(budget, out.resolve().parent, activation_bytes)
 
 
-def _streams(path: Path) -> bool:
-    """An owled model directory or a native LLaVA one: pruned streamed (prune/stream.py)."""
-    import json
-
-    from owled_ros.model.checkpoint import CONFIG_NAME
-
-    hf = path / "config.json"
-    try:
-        return (path / CONFIG_NAME).is_file() or (hf.is_file() and json.loads(hf.read_text()).get("model_type") == "llava")
-    except json.JSONDecodeError:
-        return False  # the loader names the broken file
-
-
 def _prune_then_recover(args: argparse.Namespace, out: Path) -> int:
     """Prune into the recovery work dir, then distil --model into that pruned model, written to --out.
 
@@ -239,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
 
     from owled_ros.data.calibration import load_calibration
     from owled_ros.errors import OwledError
-    from owled_ros.model.checkpoint import CONFIG_NAME, load_vlm, resolve_model_dir
+    from owled_ros.model.checkpoint import load_vlm, resolve_model_dir
     from owled_ros.model.lm import plain_lm_dir
     from owled_ros.prune.report import build_report, count_zeros
     from owled_ros.prune.save import write_pruned
@@ -256,7 +243,9 @@ def run(args: argparse.Namespace) -> int:
         raise OwledError(f"{lm_dir}: --latency-budget-ms measures camera frames; it needs a DrivingVLM, not a plain LM")
     if lm_dir is not None:
         return _run_plain_lm(args, lm_dir, config, out)
-    if config.structure == "unstructured" and _streams(resolve_model_dir(args.model)):
+    from owled_ros.prune.stream import streamable
+
+    if config.structure == "unstructured" and streamable(resolve_model_dir(args.model)):
         return _run_streamed_vlm(args, resolve_model_dir(args.model), config, out)
     start = time.perf_counter()
     vlm = load_vlm(args.model, "fp32")

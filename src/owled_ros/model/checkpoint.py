@@ -24,7 +24,7 @@ from owled_ros.errors import OwledError
 from owled_ros.fsutil import staged_dir
 from owled_ros.model import PRECISIONS
 from owled_ros.model.assets import efficientnet_lite0_pth, repo_models_dir
-from owled_ros.model.encoders import EncoderConfig, EfficientNetEncoder, HFVisionEncoder, build_encoder
+from owled_ros.model.encoders import CLIP_MEAN, CLIP_STD, EncoderConfig, EfficientNetEncoder, HFVisionEncoder, build_encoder
 from owled_ros.model.int8 import load_int8_lm, save_int8_lm
 from owled_ros.model.lm import PICKLE_SUFFIXES, check_hf_dir, load_default_lm, load_hf_lm
 from owled_ros.model.lora import LoraConfig, apply_lora_delta
@@ -217,8 +217,8 @@ def load_hf_vision_tower(path: Path, base: EncoderConfig | None = None) -> HFVis
         image_size=(size, size),
         grid=base.grid if base else (3, 3),
         feature_layer=base.feature_layer if base else -1,
-        mean=(0.5, 0.5, 0.5) if kind == "siglip" else (0.4815, 0.4578, 0.4082),
-        std=(0.5, 0.5, 0.5) if kind == "siglip" else (0.2686, 0.2613, 0.2758),
+        mean=(0.5, 0.5, 0.5) if kind == "siglip" else CLIP_MEAN,
+        std=(0.5, 0.5, 0.5) if kind == "siglip" else CLIP_STD,
         hf_config=tower.config.to_dict(),
     )
     return HFVisionEncoder(cfg, tower)

@@ -93,6 +93,9 @@ class EfficientNetEncoder(VisionEncoder):
         self.backbone.load_state_dict(state)
 
 
+CLIP_MEAN, CLIP_STD = (0.4815, 0.4578, 0.4082), (0.2686, 0.2613, 0.2758)  # the pixel normalisation CLIP towers were trained with
+
+
 class HFVisionEncoder(VisionEncoder):
     """CLIP or SigLIP vision tower from a local HF checkpoint or config; CLIP's CLS token is dropped."""
 

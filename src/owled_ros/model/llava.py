@@ -12,11 +12,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
 
-from owled_ros.model.encoders import EncoderConfig, HFVisionEncoder
+from owled_ros.model.encoders import CLIP_MEAN, CLIP_STD, EncoderConfig, HFVisionEncoder
 from owled_ros.model.projector import MLPProjector, ProjectorConfig
 from owled_ros.model.vlm import DrivingVLM
 
-CLIP_MEAN, CLIP_STD = (0.4815, 0.4578, 0.4082), (0.2686, 0.2613, 0.2758)
 _RENAMES = (  # checkpoint prefix -> DrivingVLM prefix, first match wins
     (re.compile(r"^(model\.)?vision_tower\.(vision_model\.)?"), "encoder.tower."),  # hub checkpoints nest vision_model
     (re.compile(r"^(model\.)?multi_modal_projector\."), "projector."),

@@ -296,12 +296,23 @@ def open_llava_dir(src: Path) -> StreamedVLM:
     return StreamedVLM(src, config, vlm, files, named, None, None)
 
 
+def _is_llava(src: Path) -> bool:
+    hf = src / "config.json"
+    try:
+        return hf.is_file() and json.loads(hf.read_text()).get("model_type") == "llava"
+    except json.JSONDecodeError:
+        return False  # the loader names the broken file
+
+
+def streamable(src: Path) -> bool:
+    """An owled directory or a native LLaVA one (its config.json says model_type llava): what `open_streamed` opens."""
+    return (src / CONFIG_NAME).is_file() or _is_llava(src)
+
+
 def open_streamed(src: Path) -> StreamedVLM:
-    """An owled directory or a native LLaVA one (its config.json says model_type llava)."""
     if (src / CONFIG_NAME).is_file():
         return open_vlm_dir(src)
-    hf = src / "config.json"
-    if hf.is_file() and json.loads(hf.read_text()).get("model_type") == "llava":
+    if _is_llava(src):
         return open_llava_dir(src)
     raise OwledError(f"{src}: not an owled model directory (no {CONFIG_NAME}) nor a LLaVA checkpoint")
 
