@@ -168,7 +168,7 @@ def _check_files(src: Path, files: dict[str, Path], blocks: list[Block]) -> None
     for b in blocks:
         for n, _ in b.module.named_parameters():
             if f"{b.name}.{n}" not in files:
-                raise OwledError(f"{src}: weight {b.name}.{n!s} missing from its safetensors files")
+                raise OwledError(f"{src}: weight {b.name}.{n} missing from its safetensors files")
     for file in sorted(set(files.values())):
         tensor_names(file)
 

@@ -81,11 +81,11 @@ def capture_lm(vlm: DrivingVLM, calib: CalibrationSet, encoder_store: BlockStore
 def encoder_tokens(vlm: DrivingVLM, calib: CalibrationSet, store: BlockStore) -> list[torch.Tensor]:
     """Each calibration image's tokens through the encoder whose blocks `store` holds, one block in
     memory at a time; one image per batch, as `run_sample` encodes it, so the numbers are the same."""
-    blocks = encoder_blocks(vlm)[: vlm.encoder.blocks_used()]
+    blocks = encoder_blocks(vlm)
     pixels = (vlm.encoder.preprocess([s.image]).to(vlm.device) for s in calib.visual)
-    captured = capture([b.module for b in encoder_blocks(vlm)], vlm.encoder, pixels)
+    captured = capture([b.module for b in blocks], vlm.encoder, pixels)
     hidden = captured.hidden
-    for k, block in enumerate(blocks):
+    for k, block in enumerate(blocks[: vlm.encoder.blocks_used()]):
         store.load(block)
         run_block(block.module, hidden, captured.calls[k], replace=True)
         store.unload(block, False)
