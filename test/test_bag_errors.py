@@ -73,6 +73,8 @@ def test_bad_arguments(good_bag: Path, tmp_path: Path, capsys: pytest.CaptureFix
     _fails(capsys, ["bag", "make", "--frames", "0", "--out", str(tmp_path / "x")], "--frames must be at least 1")
     _fails(capsys, ["bag", "make", "--out", str(good_bag)], f"{good_bag}: already exists")
     _fails(capsys, ["bag", "record", "--topics", "/a", "--out", str(good_bag)], f"{good_bag}: already exists")
+    _fails(capsys, ["bag", "play", str(good_bag), "--rate", "0"], "--rate must be positive")
+    _fails(capsys, ["bag", "play", str(good_bag), "--delay", "-1"], "--delay must be >= 0")
 
 
 def test_online_eval_refuses_unconfined_dds(good_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:

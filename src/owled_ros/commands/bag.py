@@ -31,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     play.add_argument("--no-clock", action="store_true", help="do not publish /clock")
     play.add_argument("--wait-subscribers", type=int, default=0, metavar="N", help="start once every played topic has N subscribers")
     play.add_argument("--wait-timeout", type=float, default=60.0, help="seconds to wait for them")
+    play.add_argument("--delay", type=float, default=0.0, metavar="S", help="seconds to pause before the first message, once subscribers match")
 
     record = bag.add_parser("record", help="record topics to an mcap bag (raw, stops on Ctrl-C or --duration)")
     record.add_argument("--topics", nargs="+", required=True)
@@ -95,7 +96,7 @@ def _make(args: argparse.Namespace) -> int:
 def _play(args: argparse.Namespace) -> int:
     from owled_ros.ros.bag_play import PlayOptions, play
 
-    options = PlayOptions(args.rate, args.loop, tuple(args.topics) if args.topics else None, not args.no_clock, args.wait_subscribers, args.wait_timeout)
+    options = PlayOptions(args.rate, args.loop, tuple(args.topics) if args.topics else None, not args.no_clock, args.wait_subscribers, args.wait_timeout, args.delay)
     play(args.bag, options)
     return 0
 

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from owled_ros.runtime.pipeline import DrivingPipeline
 
 RECORDED = "recorded"
+PLAY_DELAY_S = 1.0
+"""Pause between the player seeing its subscribers and its first message (PlayOptions.delay_s)."""
 REPORT_JSON, REPORT_MD, REPORT_PLOT = "report.json", "report.md", "report.png"
 
 
@@ -185,8 +187,11 @@ def run_online(drive: DriveBag, config: EvalConfig, work: Path, on_output: OnOut
             if time.monotonic() - started > config.start_timeout_s:
                 raise OwledError(f"owled_node did not come up within {config.start_timeout_s:.0f} s; last lines of {work}/node.log:\n{log_tail(work / 'node.log')}")
             drain(0.2)
-        # Two subscribers per input topic: the node (active) and the recorder.
-        player = children.start("play", _owled_bag("play", str(drive.path), "--topics", *inputs, "--rate", f"{rate:g}", "--wait-subscribers", "2"))
+        # Two subscribers per input topic: the node (active) and the recorder; the delay lets
+        # them match the player back, or the node's best-effort inputs drop the first messages.
+        player = children.start(
+            "play", _owled_bag("play", str(drive.path), "--topics", *inputs, "--rate", f"{rate:g}", "--wait-subscribers", "2", "--delay", f"{PLAY_DELAY_S:g}")
+        )
         while player.poll() is None:
             children.check_alive("node")
             drain(0.1)

@@ -51,12 +51,18 @@ class PlayOptions:
     wait_subscribers: int = 0
     """Before playing, wait until every played topic has this many subscribers."""
     wait_timeout_s: float = 60.0
+    delay_s: float = 0.0
+    """Pause between the subscribers' match and the first message, as `ros2 bag play --delay`:
+    a publisher counts a subscriber before that subscriber has matched it back, and a
+    best-effort subscriber (sensor-data QoS) drops what comes in between."""
 
     def __post_init__(self) -> None:
         if not self.rate > 0:
             raise OwledError(f"--rate must be positive, got {self.rate}")
         if self.wait_subscribers < 0 or not self.wait_timeout_s > 0:
             raise OwledError("--wait-subscribers must be >= 0 and --wait-timeout > 0")
+        if not self.delay_s >= 0:
+            raise OwledError(f"--delay must be >= 0, got {self.delay_s}")
 
 
 def _classes(path: Path, topics: dict[str, str], wanted: tuple[str, ...] | None, clock: bool) -> dict[str, type]:
@@ -105,6 +111,7 @@ def play(path: Path, options: PlayOptions, log: Callable[[str], None] = print) -
                     clock.publish(Clock(clock=Time(nanoseconds=bag_ns).to_msg()))
 
             _wait_for_subscribers(path, pubs, options.wait_subscribers, options.wait_timeout_s)
+            time.sleep(options.delay_s)
             log(f"playing {path}: {', '.join(pubs)} at {options.rate:g}x" + (", /clock" if clock else ""))
             count, started = 0, time.monotonic()
             while rclpy.ok():
