@@ -18,7 +18,7 @@ from owled_ros.deploy.config import DeployConfig
 from owled_ros.deploy.export import LM_ONNX, VISION_ONNX, export_onnx, kv_geometry
 from owled_ros.deploy.runner import BACKEND_FILE, RUNTIME_DIR, load_runtime, machine_warning, read_backend
 from owled_ros.errors import OwledError
-from owled_ros.model.checkpoint import load_vlm
+from owled_ros.model.checkpoint import load_vlm, save_vlm
 from owled_ros.model.ood import OOD_FILE, fit_ood, pooled
 from owled_ros.model.prompt import FRAME_QUESTION
 from owled_ros.runtime.pipeline import PipelineConfig, load_pipeline
@@ -121,11 +121,14 @@ def test_the_node_answers_on_the_deployed_backend(deployed, tmp_path) -> None:
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_a_structured_model_deploys_through_each_exported_runtime(backend, tiny, tmp_path) -> None:
-    """Channels and KV-head groups physically removed: the exported graphs take the smaller widths
-    from the weights, pass the gate, and answer like the structured fp32 model."""
+    """Channels and KV-head groups physically removed, and the head trimmed to the tokens the model
+    says: the exported graphs take the smaller widths from the weights, pass the gate, and answer
+    like the structured fp32 model."""
     if unavailable(backend):
         pytest.skip(unavailable(backend))
+    from owled_ros.model.widths import trim_output_head
     from owled_ros.prune.config import PruneConfig
+    from owled_ros.prune.output_vocab import said_tokens
     from owled_ros.prune.structured_save import prune_vlm_to
 
     vlm = load_vlm(tiny)
@@ -133,12 +136,15 @@ def test_a_structured_model_deploys_through_each_exported_runtime(backend, tiny,
     prune_vlm_to(vlm, calib, PruneConfig("wanda", "owl", 0.3, 0.5, structure="channels", importance="activation"), tmp_path / "ch", {"source": "scenes"}, 0.0)
     structured = load_vlm(tmp_path / "ch")
     assert structured.lm.model.layers[0].mlp.gate_proj.out_features < load_vlm(tiny).lm.model.layers[0].mlp.gate_proj.out_features
-    out = tmp_path / backend
-    deploy(str(tmp_path / "ch"), out, DeployConfig(calib_samples=2, backend=backend, gate_frames=2, max_new_tokens=6), 1, log=print)
-    assert read_backend(out)["backend"] == backend
-    runtime = load_runtime(out, threads=1)
     frame = load_calibration("scenes", 1, structured.tokenizer, 512).visual[0]
     answer = structured.generate([frame.image], [frame.state], [FRAME_QUESTION], 6)[0]
+    trim_output_head(structured.lm, said_tokens(structured, [frame], 6) | set(structured.tokenizer.all_special_ids))
+    assert structured.generate([frame.image], [frame.state], [FRAME_QUESTION], 6)[0].text == answer.text
+    save_vlm(structured, tmp_path / "ch-trimmed")
+    out = tmp_path / backend
+    deploy(str(tmp_path / "ch-trimmed"), out, DeployConfig(calib_samples=2, backend=backend, gate_frames=2, max_new_tokens=6), 1, log=print)
+    assert read_backend(out)["backend"] == backend
+    runtime = load_runtime(out, threads=1)
     got, ref = log_probs_of(runtime, frame, answer.text), log_probs_of(structured, frame, answer.text)
     assert float((np.exp(ref) * (ref - got)).sum(-1).max()) < 0.05
 

@@ -16,7 +16,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     for name in COMMANDS:
         module = importlib.import_module(f"owled_ros.commands.{name}")
         module.add_parser(sub)
-        modules[name] = module
+        modules[name.replace("_", "-")] = module
     return parser, modules
 
 

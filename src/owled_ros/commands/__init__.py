@@ -1,4 +1,4 @@
-"""One module per `owled` subcommand; each defines `add_parser(subparsers)` and `run(args) -> int`.
+"""One module per `owled` subcommand (`trim_vocab` is `owled trim-vocab`); each defines `add_parser(subparsers)` and `run(args) -> int`.
 
 Modules import their heavy dependencies inside `run`, so `owled --help` stays fast.
 """
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from owled_ros.deploy.runner import RuntimeVLM
     from owled_ros.model.vlm import DrivingVLM
 
-COMMANDS: tuple[str, ...] = ("prepare", "describe", "data", "train", "calibrate", "prune", "recover", "deploy", "eval", "bag", "demo", "sim")
+COMMANDS: tuple[str, ...] = ("prepare", "describe", "data", "train", "calibrate", "prune", "recover", "trim_vocab", "deploy", "eval", "bag", "demo", "sim")
 
 
 def add_runtime_arguments(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from owled_ros.errors import OwledError
 from owled_ros.fsutil import staged_dir
 from owled_ros.model.assets import cache_dir, smollm2_gguf
-from owled_ros.model.widths import WIDTHS_FIELD, apply_widths
+from owled_ros.model.widths import apply_widths, shapes_recorded
 
 SUPPORTED_LM_TYPES = ("llama", "qwen2", "gemma", "gemma2")
 DEFAULT_LM_CACHE_NAME = "smollm2-135m-instruct-fp32"
@@ -42,7 +42,7 @@ def load_hf_lm(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_LM_TYPES:
         raise OwledError(f"{path / 'config.json'}: model_type {model_type!r} not supported (supported: {', '.join(SUPPORTED_LM_TYPES)})")
-    if WIDTHS_FIELD in config:
+    if shapes_recorded(config):
         model = _load_with_widths(path)
     else:
         model = AutoModelForCausalLM.from_pretrained(

@@ -8,15 +8,67 @@ extra config field, `owled_layer_widths` (lists, one entry per layer). A loader 
 model from the config without initialising weights, shrinks each layer to its widths, then
 loads the safetensors. Models without that field load as before; a model pruned by whole
 layers only needs no field at all (its `num_hidden_layers` says it).
+
+The output head has a width too: a head trimmed to the tokens a driving model says
+(`owled trim-vocab`, prune/output_vocab.py) keeps those rows only, and `owled_output_tokens`
+lists their token ids.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 WIDTHS_FIELD = "owled_layer_widths"
+OUTPUT_TOKENS_FIELD = "owled_output_tokens"
+
+
+class KeptVocabHead(nn.Module):
+    """The LM head's rows for a set of tokens, scattered back into full-vocabulary logits.
+
+    Token ids, the tokenizer, `generate`, confidences and the exported deploy graphs keep their
+    meaning. A token outside the set gets the dtype's lowest logit: probability 0, and finite,
+    so a KL between two trimmed models stays finite."""
+
+    def __init__(self, token_ids: Sequence[int], vocab_size: int, hidden_size: int, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.proj = nn.Linear(hidden_size, len(token_ids), bias=False, dtype=dtype, device=device)
+        self.register_buffer("token_ids", torch.tensor(list(token_ids), dtype=torch.long, device=device), persistent=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        kept = self.proj(hidden)
+        full = kept.new_full((*kept.shape[:-1], self.vocab_size), torch.finfo(kept.dtype).min)
+        return full.scatter(-1, self.token_ids.expand_as(kept), kept)
+
+
+def trim_output_head(lm: PreTrainedModel, token_ids: Sequence[int]) -> None:
+    """Keep the head's rows of `token_ids` (an untied copy; the input embeddings stay whole) and record them in the config."""
+    ids = sorted(set(int(t) for t in token_ids))
+    vocab = lm.config.vocab_size
+    if isinstance(lm.get_output_embeddings(), KeptVocabHead) or not ids or not 0 <= ids[0] <= ids[-1] < vocab:
+        raise ValueError(f"a head trim needs token ids in [0, {vocab}) of an untrimmed head")
+    weight = lm.get_output_embeddings().weight
+    head = KeptVocabHead(ids, weight.shape[0], weight.shape[1], weight.dtype, weight.device)
+    with torch.no_grad():
+        head.proj.weight.copy_(weight[ids])
+    lm.set_output_embeddings(head)
+    lm.config.tie_word_embeddings = False
+    setattr(lm.config, OUTPUT_TOKENS_FIELD, ids)
+
+
+def output_tokens(config) -> list[int] | None:
+    """The kept token ids of a trimmed head (None: the whole vocabulary)."""
+    return getattr(config, OUTPUT_TOKENS_FIELD, None)
+
+
+def shapes_recorded(config: dict) -> bool:
+    """Whether a config.json (as a dict) records pruned layer widths or a trimmed head: such a model is built by `apply_widths`."""
+    return WIDTHS_FIELD in config or OUTPUT_TOKENS_FIELD in config
 
 
 @dataclass(frozen=True)
@@ -81,7 +133,11 @@ def _resized(linear: nn.Linear, out_features: int, in_features: int) -> nn.Linea
 
 
 def apply_widths(lm: PreTrainedModel) -> None:
-    """Shrink a freshly built model's layers to the widths its config records (no-op without them)."""
+    """Shrink a freshly built model's layers and head to the widths its config records (no-op without them)."""
+    ids = output_tokens(lm.config)
+    if ids:
+        weight = lm.get_output_embeddings().weight
+        lm.set_output_embeddings(KeptVocabHead(ids, lm.config.vocab_size, lm.config.hidden_size, weight.dtype, weight.device))
     widths = config_widths(lm.config)
     if widths is None:
         return

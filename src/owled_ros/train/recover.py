@@ -27,6 +27,7 @@ from owled_ros.data.scenes import SPLIT_SEEDS, Scene, generate_scene
 from owled_ros.errors import OwledError
 from owled_ros.model.checkpoint import PRUNE_REPORT, load_vlm, resolve_model_dir, save_vlm
 from owled_ros.model.vlm import DrivingVLM
+from owled_ros.model.widths import output_tokens
 from owled_ros.train.config import RecoverConfig
 from owled_ros.train.distill import DistillWeights, Distiller, check_teacher, decoder_layers
 from owled_ros.train.trainer import Example, Trainer, cached_features, sample_batch, scene_state, weights_digest
@@ -126,6 +127,12 @@ def _remove_work(work_dir: Path) -> None:
         work_dir.rmdir()
 
 
+def _check_untrimmed(name: str | Path, vlm: DrivingVLM) -> None:
+    """A trimmed head scores other tokens at the lowest float: no KL against it is meaningful."""
+    if output_tokens(vlm.lm.config):
+        raise OwledError(f"{name}: its LM head is trimmed (owled trim-vocab); recover the untrimmed models, then trim")
+
+
 def recover(model: str | Path, out: Path, cfg: RecoverConfig, work_dir: Path, resume: bool, command: str) -> dict:
     """Distil `cfg.teacher` into the pruned `model`, write the result to `out`; returns the record kept in its meta."""
     out, work_dir = Path(out), Path(work_dir)
@@ -139,7 +146,9 @@ def recover(model: str | Path, out: Path, cfg: RecoverConfig, work_dir: Path, re
     student = load_vlm(source, "fp32")
     if student.meta.get("int8"):
         raise OwledError(f"{model}: is an int8 deploy model; recover the fp32 pruned model, then run owled deploy")
+    _check_untrimmed(model, student)
     teacher = load_vlm(cfg.teacher, "fp32")
+    _check_untrimmed(cfg.teacher, teacher)
     check_teacher(student, teacher, str(cfg.teacher))
     scenes = _scenes("train", cfg.scenes, "generating scenes")
     val = _scenes("val", cfg.val_examples, "generating val scenes")
