@@ -38,6 +38,7 @@ TABLES = {  # name -> (script, results json)
     "recovery": (HERE / "recovery.py", HERE / "recovery.json"),
     "ood": (HERE / "ood_table.py", HERE / "ood_table.json"),
     "real_roads": (HERE / "real_roads.py", HERE / "real_roads.json"),
+    "trim_vocab": (HERE / "trim_vocab.py", HERE / "trim_vocab.json"),
 }
 
 

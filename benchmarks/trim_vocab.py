@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="trim-vocab-", dir=os.environ.get("TMPDIR")) as tmp:
         dirs = {f"{m} | {k}": d for m in args.models for k, d in _variants(m, Path(tmp), args.calib_samples).items()}
         models = {key: load_vlm(d) for key, d in dirs.items()}
-        kept = {key: json.loads((Path(d) / "owled_vlm.json").read_text())["meta"].get("output_vocab", {}).get("kept_tokens") for key, d in dirs.items()}
+        kept = {key: vlm.meta.get("output_vocab", {}).get("kept_tokens") for key, vlm in models.items()}
         for vlm in models.values():  # warm-up
             vlm.generate([frames[0].image], [frames[0].state], [FRAME_QUESTION], args.max_new_tokens)
         rec: dict[str, dict[str, list]] = {k: {"latency": [], "text": [], "correct": []} for k in models}
