@@ -17,6 +17,16 @@ if TYPE_CHECKING:
 COMMANDS: tuple[str, ...] = ("prepare", "describe", "data", "train", "calibrate", "prune", "recover", "trim_vocab", "deploy", "eval", "bag", "demo", "sim")
 
 
+def calib_source(value: str) -> str:
+    """argparse type of --calib: the source, or its one-line reason (data/calibration.check_source)."""
+    from owled_ros.data.calibration import check_source
+
+    try:
+        return check_source(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     """--precision and --backend, as the node's parameters of the same names."""
     p.add_argument(

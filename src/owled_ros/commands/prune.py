@@ -23,16 +23,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from owled_ros.data.calibration import SOURCES, check_source
+from owled_ros.commands import calib_source
+from owled_ros.data.calibration import SOURCES
 from owled_ros.prune.config import (CALIB_DTYPES, DEFAULT_ENCODER_SHARE, DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M, IMPORTANCES, METHODS,
                                     RATIOS, STRUCTURES)
-
-
-def _source(value: str) -> str:
-    try:
-        return check_source(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nm", default=None, metavar="N:M", help="N:M semi-structured sparsity, e.g. 2:4 (uniform ratios only)")
     p.add_argument("--owl-m", type=float, default=DEFAULT_OWL_M, help="outlier threshold: scores above M * mean")
     p.add_argument("--owl-lambda", type=float, default=DEFAULT_OWL_LAMBDA, help="block sparsities lie in S +- lambda")
-    p.add_argument("--calib", type=_source, default="scenes", metavar="SOURCE", help=f"calibration data: {', '.join(SOURCES)}")
+    p.add_argument("--calib", type=calib_source, default="scenes", metavar="SOURCE", help=f"calibration data: {', '.join(SOURCES)}")
     p.add_argument("--calib-samples", type=int, default=64, help="images, or text windows for wiki")
     p.add_argument("--seqlen", type=int, default=512, help="text window length (wiki)")
     p.add_argument("--calib-dtype", choices=("auto", *CALIB_DTYPES), default="auto",

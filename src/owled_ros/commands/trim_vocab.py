@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from owled_ros.data.calibration import SOURCES, check_source
+from owled_ros.commands import calib_source
+from owled_ros.data.calibration import SOURCES
 
 GRAMMAR_SCENES = 2000
 """Train scenes whose answers give the generated data's vocabulary (tokenized, not rendered: seconds)."""
-
-
-def _source(value: str) -> str:
-    try:
-        return check_source(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trim-vocab", help="trim the LM head to the tokens the driving model says (faster decode steps)")
     p.add_argument("--model", default="default", help="fp32 model directory (after owled prune / recover), or 'default'")
     p.add_argument("--out", required=True, help="output model directory (must not exist)")
-    p.add_argument("--calib", type=_source, default="scenes", metavar="SOURCE",
+    p.add_argument("--calib", type=calib_source, default="scenes", metavar="SOURCE",
                    help=f"frames the model answers to find the words it says: {', '.join(s for s in SOURCES if s != 'wiki')}")
     p.add_argument("--calib-samples", type=int, default=16, help="calibration frames (each answered twice: the node's question and its own)")
     p.add_argument("--grammar-scenes", type=int, default=GRAMMAR_SCENES, help="generated train scenes whose answers' tokens are kept")
