@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main command: prune the bundled model (the vehicle recipe: 10 % OWL-Wanda, quick
-# calibration), deploy it as int8 on the fastest runtime that passes the deploy gate on this CPU
+# calibration), trim its LM head to the tokens it says (owled trim-vocab), deploy it as int8 on the fastest runtime that passes the deploy gate on this CPU
 # (torch, ONNX Runtime or OpenVINO: the vehicle-CPU path), run owled_node on it over a replayed
 # scene bag, printing every answer, then compare with the dense fp32 model.
 # Recipe knobs: OWLED_DEMO_STRUCTURE (unstructured | channels | layers), OWLED_DEMO_SPARSITY,
@@ -20,5 +20,6 @@ pruned="$out/pruned-$structure-$sparsity-r$recover_steps"
 [ -d "$out/scenes" ] || owled bag make --source scenes --frames 20 --hz 10 --out "$out/scenes"
 [ -d "$pruned" ] || owled prune --model default --structure "$structure" --ratios owl --sparsity "$sparsity" \
   --owl-lambda 0.1 --calib scenes --calib-samples 16 --recover-steps "$recover_steps" --out "$pruned"
-[ -d "$pruned-int8" ] || owled deploy --model "$pruned" --down-alpha 0.3 --calib-samples 16 --backend auto --out "$pruned-int8"
-owled demo --bag "$out/scenes" --pruned "$pruned-int8" --out "$out"
+[ -d "$pruned-tv" ] || owled trim-vocab --model "$pruned" --calib-samples 8 --check-frames 8 --out "$pruned-tv"
+[ -d "$pruned-tv-int8" ] || owled deploy --model "$pruned-tv" --down-alpha 0.3 --calib-samples 16 --backend auto --out "$pruned-tv-int8"
+owled demo --bag "$out/scenes" --pruned "$pruned-tv-int8" --out "$out"
