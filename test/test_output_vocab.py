@@ -22,7 +22,9 @@ TOKENS = "6"
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    return save_tiny_vlm(tmp_path_factory.mktemp("vocab") / "tiny")
+    path = save_tiny_vlm(tmp_path_factory.mktemp("vocab") / "tiny")
+    (path / "prune_report.json").write_text('{"method": "magnitude"}')  # as if pruned: the trimmed model must carry it
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,7 @@ def test_the_command_keeps_what_the_model_said_and_reports_it(tiny: Path, trimme
     assert report["kept_tokens"] == len(ids) == cut.lm.get_output_embeddings().proj.out_features < report["vocab_size"]
     assert report["check_frames"] == 2 and 0 <= report["check_identical"] <= 2
     assert cut.meta["output_vocab"]["kept_tokens"] == len(ids)
+    assert (trimmed / "prune_report.json").read_text() == (tiny / "prune_report.json").read_text()
     for s in load_calibration("scenes", 3, full.tokenizer, 2).visual:
         for q in (FRAME_QUESTION, s.question):
             before = full.generate([s.image], [s.state], [q], int(TOKENS))[0]

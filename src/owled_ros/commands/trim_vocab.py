@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from owled_ros.data.calibration import load_calibration
     from owled_ros.errors import OwledError
-    from owled_ros.model.checkpoint import load_vlm, read_model_config, resolve_model_dir, save_vlm
+    from owled_ros.model.checkpoint import carried_files, load_vlm, read_model_config, resolve_model_dir, save_vlm
     from owled_ros.prune.output_vocab import check_samples, trim_vlm_vocab
 
     out = Path(args.out)
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     record = {**asdict(report), "head_params_removed": report.head_params_removed, "calib": args.calib,
               "calib_samples": calib.samples, "seconds": time.perf_counter() - start}
     vlm.meta["output_vocab"] = {k: record[k] for k in ("kept_tokens", "vocab_size", "check_frames", "check_identical")}
-    save_vlm(vlm, out, extra={"trim_report.json": json.dumps(record, indent=2).encode()})
+    save_vlm(vlm, out, extra={**carried_files(path), "trim_report.json": json.dumps(record, indent=2).encode()})
     print(f"kept {report.kept_tokens} of {report.vocab_size} output tokens ({report.grammar_tokens} from the answer grammar, "
           f"{report.said_outside_grammar} more the model said); check: {report.check_identical}/{report.check_frames} "
           f"held-out answers identical; {record['seconds']:.0f} s -> {out}")

@@ -20,7 +20,7 @@ from owled_ros.deploy.smoothquant import input_absmax, smooth_lm
 from owled_ros.errors import OwledError
 from owled_ros.fsutil import save_safetensors_atomic, staged_dir, write_text_atomic
 from owled_ros.machine import machine_info
-from owled_ros.model.checkpoint import PRUNE_REPORT, load_vlm, resolve_model_dir, save_vlm
+from owled_ros.model.checkpoint import carried_files, load_vlm, resolve_model_dir, save_vlm
 from owled_ros.model.int8 import pack
 from owled_ros.model.vlm import DrivingVLM
 
@@ -49,10 +49,9 @@ def deploy(spec: str, out: Path, config: DeployConfig, threads: int, log: Callab
     calib = load_calibration(config.calib, config.calib_samples, vlm.tokenizer, seqlen=512)
     frames = list(calib.visual[: config.gate_frames]) if calib.has_images else list(load_calibration("scenes", config.gate_frames, vlm.tokenizer, 512).visual)
     info = smooth_for_int8(vlm, calib, config)  # exact in fp32: the smoothed model is the fp32 reference
-    report = resolve_model_dir(spec) / PRUNE_REPORT
     verdicts, notes, builds = [], [], {}
     with staged_dir(out) as staged:
-        save_vlm(vlm, staged, int8=info, extra={PRUNE_REPORT: report.read_bytes()} if report.is_file() else None)
+        save_vlm(vlm, staged, int8=info, extra=carried_files(resolve_model_dir(spec)))
         runtime = staged / RUNTIME_DIR
         exported = [b for b in candidates if b != "torch" and unavailable(b) is None]
         if exported:

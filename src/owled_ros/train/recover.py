@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from owled_ros.data.scenes import SPLIT_SEEDS, Scene, generate_scene
 from owled_ros.errors import OwledError
-from owled_ros.model.checkpoint import PRUNE_REPORT, load_vlm, resolve_model_dir, save_vlm
+from owled_ros.model.checkpoint import PRUNE_REPORT, carried_files, load_vlm, resolve_model_dir, save_vlm
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.model.widths import output_tokens
 from owled_ros.train.config import RecoverConfig
@@ -34,8 +34,6 @@ from owled_ros.train.trainer import Example, Trainer, cached_features, sample_ba
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 FEATURE_NAMES = ("student_features", "teacher_features", "student_val_features", "teacher_val_features")
-MODEL_FILES = (PRUNE_REPORT, "layer_sparsity.png")
-"""Files of a pruned model directory that the recovered one carries over."""
 
 
 def default_work_dir(out: Path) -> Path:
@@ -107,7 +105,7 @@ class Recoverer(Trainer):
 
 def removed_layers(model_dir: Path) -> list[str]:
     """Names of the layers a structured prune dropped (its prune_report.json), none for other models."""
-    file = model_dir / MODEL_FILES[0]
+    file = model_dir / PRUNE_REPORT
     if not file.is_file():
         return []
     try:
@@ -178,7 +176,6 @@ def recover(model: str | Path, out: Path, cfg: RecoverConfig, work_dir: Path, re
         "final_loss": round(sum(losses[-10:]) / max(1, len(losses[-10:])), 4), "command": command,
     }
     student.to("cpu").meta["recovered"] = record
-    extra = {name: (source / name).read_bytes() for name in MODEL_FILES if (source / name).is_file()}
-    save_vlm(student, out, extra=extra)
+    save_vlm(student, out, extra=carried_files(source))
     _remove_work(work_dir)
     return record
