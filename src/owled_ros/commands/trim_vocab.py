@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from owled_ros.data.calibration import load_calibration
     from owled_ros.errors import OwledError
-    from owled_ros.model.checkpoint import carried_files, load_vlm, read_model_config, resolve_model_dir, save_vlm
+    from owled_ros.model.checkpoint import CONFIG_NAME, carried_files, load_vlm, read_model_config, resolve_model_dir, save_vlm
     from owled_ros.prune.output_vocab import check_samples, trim_vlm_vocab
 
     out = Path(args.out)
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.calib == "wiki":
         raise OwledError("--calib wiki has no frames for the model to answer; use scenes, dashcam or bag:PATH")
     path = resolve_model_dir(args.model)
-    if (path / "owled_vlm.json").is_file() and read_model_config(path).get("precision") == "int8":
+    if (path / CONFIG_NAME).is_file() and read_model_config(path).get("precision") == "int8":
         raise OwledError(f"{path}: an int8 deploy directory; trim the fp32 model, then deploy it")
     start = time.perf_counter()
     vlm = load_vlm(args.model, precision="fp32")
