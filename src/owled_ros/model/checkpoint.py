@@ -38,14 +38,14 @@ PRUNE_REPORT = "prune_report.json"
 """What a pruned model directory says about how it was pruned (prune/save.py writes it; recover,
 trim-vocab and deploy carry it over; the node and `owled demo` name the model by it)."""
 PRUNED_FILES = (PRUNE_REPORT, "layer_sparsity.png")
+FORMAT = "owled_vlm"
+WHEEL_ENCODER = "wheel:efficientnet-lite0"
+WHEEL_LM = "wheel:smollm2"
 
 
 def carried_files(source: Path) -> dict[str, bytes]:
     """`save_vlm(extra=...)` for a model made from `source`: the files of PRUNED_FILES it has."""
     return {name: (source / name).read_bytes() for name in PRUNED_FILES if (source / name).is_file()}
-FORMAT = "owled_vlm"
-WHEEL_ENCODER = "wheel:efficientnet-lite0"
-WHEEL_LM = "wheel:smollm2"
 
 
 def default_model_dir() -> Path:
