@@ -70,7 +70,8 @@ def said_tokens(vlm: DrivingVLM, samples: list[VisualSample], max_new_tokens: in
     """The tokens the model picks, greedily, answering each sample's question and the node's frame question.
 
     Read from the head's own outputs: the last position's argmax of every call is the token
-    greedy decoding takes (a finished row's padding steps add at most its end token)."""
+    greedy decoding takes. A row that finished early in its batch keeps computing, and its
+    argmaxes are kept too: a superset, which only keeps a few rows more."""
     said: set[int] = set()
 
     def record(_module, _inputs, logits: torch.Tensor) -> None:
