@@ -104,6 +104,20 @@ def _vlm_with_lm(lm) -> DrivingVLM:
     return DrivingVLM(encoder, projector, lm, tokenizer(), {"name": "tiny"}).eval()
 
 
+def test_recovery_on_a_file_source_trains_on_its_frames_and_cleans_up(models, tmp_path: Path) -> None:
+    from owled_ros.data.drivelm import write_split
+
+    teacher, pruned = models
+    split = write_split(tmp_path / "data" / "split", 77, 6, size=(96, 64), progress=False).parent
+    source = f"drivelm:{split}"
+    cfg = _cfg(teacher, steps=8, task_weight=0.0, data=(source,), augment=1)  # no generated scene to train on
+    record = recover(pruned, tmp_path / "out", cfg, tmp_path / "work", resume=False, command="test")
+    assert list(record["data"]) == [source] and record["augment"] == 1
+    assert record["val_after"]["total"] < record["val_before"]["total"], record
+    assert not (tmp_path / "work").exists()  # both models' file-source features go with the checkpoints
+    assert load_vlm(tmp_path / "out").meta["recovered"]["data"] == [source]
+
+
 def test_layer_map_follows_the_prune_reports_removed_layers(models) -> None:
     teacher = load_vlm(models[0])
     student = _vlm_with_lm(tiny_llama(len(teacher.tokenizer), layers=1))
@@ -131,6 +145,9 @@ def test_bad_teacher_and_settings_exit_2_with_one_line(models, tmp_path: Path, c
         (["--teacher", str(teacher), "--steps", "0"], "--steps must be at least 1"),
         (["--teacher", str(teacher), "--device", "tpu"], "is not a torch device"),
         (["--teacher", str(tmp_path / "missing")], "does not exist"),
+        (["--teacher", str(teacher), "--data", "nuscenes:x"], "unknown source 'nuscenes'"),
+        (["--teacher", str(teacher), "--data", f"drivelm:{tmp_path / 'none'}"], "not found"),
+        (["--teacher", str(teacher), "--augment", "-1"], "--augment must be in 0..32"),
     ]
     for extra, needle in cases:
         assert main(["recover", "--model", str(pruned), "--out", str(tmp_path / "out"), *extra]) == 2, extra

@@ -1,11 +1,13 @@
 """`owled recover`: distil the dense teacher into a pruned model (hidden states of the kept layers, KL on the
-answer-token logits, task loss) on generated driving scenes; structure and zero mask stay as pruned."""
+answer-token logits, task loss) on generated driving scenes, or on a mix with a team's own frames (--data);
+structure and zero mask stay as pruned."""
 from __future__ import annotations
 
 import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from owled_ros.commands.train import add_data_arguments
     from owled_ros.train.config import RecoverConfig
 
     d = RecoverConfig()
@@ -15,6 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="recovered model directory to write (must not exist)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
     p.add_argument("--scenes", type=int, default=d.scenes, help="generated training scenes")
+    add_data_arguments(p, d)
     p.add_argument("--batch", type=int, default=d.batch, help="examples per step")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--feature-weight", type=float, default=d.feature_weight, help="weight of the hidden-state loss")
@@ -30,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from owled_ros.commands.train import check_device
+    from owled_ros.commands.train import check_data_arguments, check_device
     from owled_ros.errors import OwledError
     from owled_ros.train.config import RecoverConfig
 
@@ -42,11 +45,13 @@ def _config(args: argparse.Namespace):
             raise OwledError(f"--{flag.replace('_', '-')} must be 0 or more")
     if not args.lr > 0 or not args.temperature > 0:
         raise OwledError("--lr and --temperature must be positive")
+    check_data_arguments(args)
     check_device(args.device)
     return RecoverConfig(
         scenes=args.scenes, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
         checkpoint_every=args.checkpoint_every, threads=args.threads, device=args.device, teacher=args.teacher,
         feature_weight=args.feature_weight, kl_weight=args.kl_weight, task_weight=args.task_weight, temperature=args.temperature,
+        data=tuple(args.data or ("gen",)), val_share=args.val_share, augment=args.augment,
     )
 
 

@@ -13,11 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--work-dir", default="runs/train", help="checkpoints for --resume")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work-dir")
     p.add_argument("--scenes", type=int, default=d.scenes, help="generated training scenes")
-    p.add_argument("--data", action="append", default=None, metavar="SPEC",
-                   help="training source, repeatable: gen | drivelm:PATH | sim:DIR, optionally @WEIGHT (default: gen; docs/own-data.md)")
-    p.add_argument("--val-share", type=float, default=d.val_share, help="share of a file source's scenes held out for validation")
-    p.add_argument("--augment", type=int, default=d.augment, metavar="N",
-                   help="also train on N camera variations of each file-source frame: exposure, colour, blur, JPEG, framing (docs/own-data.md)")
+    add_data_arguments(p, d)
     p.add_argument("--val-frames", type=int, default=d.val_frames, help="validation frames per source scored after training (0: none)")
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch", type=int, default=d.batch)
@@ -59,13 +55,9 @@ def run(args: argparse.Namespace) -> int:
         raise OwledError(f"--speed-resample must be in 0..1, got {args.speed_resample}")
     if not args.lr > 0:
         raise OwledError("--lr must be positive")
-    if not 0 <= args.augment <= 32:
-        raise OwledError(f"--augment must be in 0..32, got {args.augment}")
-    if not 0 < args.val_share < 1 or args.val_frames < 0:
-        raise OwledError("--val-share must be in (0, 1) and --val-frames 0 or more")
-    from owled_ros.train.trainer import data_specs
-
-    data_specs(args.data or ["gen"])  # a bad spec fails before any model loads
+    if args.val_frames < 0:
+        raise OwledError("--val-frames must be 0 or more")
+    check_data_arguments(args)
     check_device(args.device)
     cfg = TrainConfig(
         scenes=args.scenes, steps=args.steps, batch=args.batch, lr=args.lr, lora_rank=args.lora_rank,
@@ -79,6 +71,27 @@ def run(args: argparse.Namespace) -> int:
     out = train(Path(args.out), Path(args.work_dir), cfg, args.resume, command, encoder_cfg)
     print(f"trained model written to {out}")
     return 0
+
+
+def add_data_arguments(p: argparse.ArgumentParser, d) -> None:
+    """--data, --val-share and --augment, as `owled train` and `owled recover` both read them (defaults from `d`)."""
+    p.add_argument("--data", action="append", default=None, metavar="SPEC",
+                   help="training source, repeatable: gen | drivelm:PATH | sim:DIR, optionally @WEIGHT (default: gen; docs/own-data.md)")
+    p.add_argument("--val-share", type=float, default=d.val_share, help="share of a file source's scenes held out for validation")
+    p.add_argument("--augment", type=int, default=d.augment, metavar="N",
+                   help="also train on N camera variations of each file-source frame: exposure, colour, blur, JPEG, framing (docs/own-data.md)")
+
+
+def check_data_arguments(args: argparse.Namespace) -> None:
+    """Bad values, and a bad --data spec (a missing image, a mistyped field), fail before any model loads."""
+    from owled_ros.errors import OwledError
+    from owled_ros.train.trainer import data_specs
+
+    if not 0 <= args.augment <= 32:
+        raise OwledError(f"--augment must be in 0..32, got {args.augment}")
+    if not 0 < args.val_share < 1:
+        raise OwledError("--val-share must be in (0, 1)")
+    data_specs(args.data or ["gen"])
 
 
 def check_device(spec: str) -> None:

@@ -6,6 +6,10 @@ added or resized) and, for an unstructured model, its zero mask (gradients and w
 multiplied by it every step, so a pruned weight is exactly 0 after training too). The encoder stays
 as pruned: its features are computed once per work dir, the projector learns to read them.
 
+The examples are generated scenes, or a mix with file sources (`--data`, as `owled train` reads them:
+train/mixture.py), so a model fine-tuned on a team's frames is recovered on those frames too. The
+held-out loss before and after is always on generated validation scenes, the same for every mix.
+
 The loop, learning-rate schedule, checkpoints and `--resume` are `owled train`'s (train/trainer.py);
 the loss is train/distill.py's. The output model is written whole or not at all; the work dir (the
 checkpoints) is removed once it is.
@@ -30,10 +34,13 @@ from owled_ros.model.vlm import DrivingVLM
 from owled_ros.model.widths import output_tokens
 from owled_ros.train.config import RecoverConfig
 from owled_ros.train.distill import DistillWeights, Distiller, check_teacher, decoder_layers
-from owled_ros.train.trainer import Example, Trainer, cached_features, sample_batch, scene_state, weights_digest
+from owled_ros.train.mixture import load_pools
+from owled_ros.train.trainer import (Example, Trainer, cached, cached_features, data_specs, example_state, sample_batch,
+                                     scene_state, weights_digest)
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 FEATURE_NAMES = ("student_features", "teacher_features", "student_val_features", "teacher_val_features")
+MODELS = ("teacher", "student")  # each model's file-source features are cached in its own subdirectory of the work dir
 
 
 def default_work_dir(out: Path) -> Path:
@@ -64,7 +71,7 @@ class Recoverer(Trainer):
         return name in self.linear_weights or name.startswith("projector.")
 
     def loss(self, batch: list[Example], idx: torch.Tensor, features: torch.Tensor, rng: random.Random) -> torch.Tensor:
-        parts = self.distiller.losses(features[idx], self.teacher_features[idx], [scene_state(e.scene, rng) for e in batch],
+        parts = self.distiller.losses(features[idx], self.teacher_features[idx], [example_state(e, rng) for e in batch],
                                       [e.question for e in batch], [e.answer for e in batch])
         self.last_parts = {k: float(v.detach()) for k, v in parts.items()}
         return parts["total"]
@@ -121,6 +128,11 @@ def _scenes(split: str, n: int, desc: str) -> list[Scene]:
 def _remove_work(work_dir: Path) -> None:
     for name in (CHECKPOINT_NAME, *(f"{n}.safetensors" for n in FEATURE_NAMES)):
         (work_dir / name).unlink(missing_ok=True)
+    for sub in (work_dir / m for m in MODELS):
+        for file in sub.glob("features-*.safetensors"):
+            file.unlink()
+        if sub.is_dir() and not any(sub.iterdir()):
+            sub.rmdir()
     if work_dir.is_dir() and not any(work_dir.iterdir()):
         work_dir.rmdir()
 
@@ -148,18 +160,24 @@ def recover(model: str | Path, out: Path, cfg: RecoverConfig, work_dir: Path, re
     teacher = load_vlm(cfg.teacher, "fp32")
     _check_untrimmed(cfg.teacher, teacher)
     check_teacher(student, teacher, str(cfg.teacher))
-    scenes = _scenes("train", cfg.scenes, "generating scenes")
+    specs = data_specs(cfg.data)
+    gen = next((s for s in specs if s.kind == "gen"), None)
+    scenes = _scenes("train", cfg.scenes if gen else 0, "generating scenes")
     val = _scenes("val", cfg.val_examples, "generating val scenes")
-    feats = {}
+    feats, pools = {}, ()
     same_encoder = weights_digest(student.encoder) == weights_digest(teacher.encoder)  # e.g. pruned by LM layers only
-    for name, vlm in (("teacher", teacher), ("student", student)):
+    for name, vlm in zip(MODELS, (teacher, student)):
         vlm.to(cfg.device)
         if name == "student" and same_encoder:
             feats["student"], feats["student_val"] = feats["teacher"], feats["teacher_val"]
             continue
-        feats[name] = cached_features(vlm, scenes, work_dir, f"{name}_features").to(cfg.device)
+        parts = [cached_features(vlm, scenes, work_dir, f"{name}_features")] if scenes else []
+        pools, pool_features = load_pools(vlm, [s for s in specs if s.kind != "gen"], len(scenes), work_dir / name, cfg.val_share,
+                                          cached, cfg.augment)
+        feats[name] = torch.cat([*parts, *pool_features]).to(cfg.device)
         feats[f"{name}_val"] = cached_features(vlm, val, work_dir, f"{name}_val_features", SPLIT_SEEDS["val"]).to(cfg.device)
     recoverer = Recoverer(student, teacher, cfg, work_dir, feats["teacher"], removed_layers(source))
+    recoverer.pools, recoverer.gen_weight = pools, gen.weight if gen else 0.0
     val_examples = sample_batch(val, replace(cfg, batch=cfg.val_examples, speed_resample=0.0), random.Random(cfg.seed))
     before = recoverer.evaluate(val_examples, feats["student_val"], feats["teacher_val"])
     if resume and recoverer.load_checkpoint():
