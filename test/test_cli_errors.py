@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 
 def owled(*args: str) -> subprocess.CompletedProcess:
@@ -42,6 +43,12 @@ def test_unreadable_image(tmp_path: Path) -> None:
 
 def test_not_a_model_directory(tmp_path: Path, photo: Path) -> None:
     assert_clean_error(owled("describe", str(photo), "--model", str(tmp_path)), "not an owled model directory")
+
+
+def test_a_device_that_is_absent_or_unknown(photo: Path) -> None:
+    assert_clean_error(owled("describe", str(photo), "--device", "tpu"), "is not a torch device")
+    if not torch.cuda.is_available():
+        assert_clean_error(owled("describe", str(photo), "--device", "cuda"), "torch sees no CUDA device")
 
 
 def test_pickle_checkpoint_refused(tmp_path: Path, photo: Path) -> None:

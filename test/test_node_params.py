@@ -23,6 +23,7 @@ BAD_VALUES = [
     ("state_wait_s:=-0.1", "parameter state_wait_s=-0.1 must be a finite number >= 0"),
     ("max_speed_mps:=0.0", "parameter max_speed_mps=0.0 must be a finite number > 0"),
     ("backend:=tensorrt", "parameter backend='tensorrt' must be one of deployed, torch, onnxruntime, openvino"),
+    ("device:=gpu", "parameter device='gpu' must be auto, cpu, cuda or cuda:N"),
     ("max_rate:=5.0", "unknown parameter(s) max_rate"),
 ]
 

@@ -28,7 +28,7 @@ def calib_source(value: str) -> str:
 
 
 def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
-    """--precision and --backend, as the node's parameters of the same names."""
+    """--precision, --backend and --device, as the node's parameters of the same names."""
     p.add_argument(
         "--precision", choices=PRECISIONS, default="auto",
         help="auto: as the model directory holds it (int8 after owled deploy); fp32: run an int8 directory de-quantized",
@@ -37,10 +37,14 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
         "--backend", choices=("deployed", *BACKENDS), default="deployed",
         help="deployed: the runtime owled deploy chose for the directory (torch for one never deployed); or name one",
     )
+    p.add_argument(
+        "--device", default="auto",
+        help="auto (a CUDA GPU where torch sees one, else the CPU), cpu, cuda or cuda:N; on CUDA torch runs the model in fp16",
+    )
 
 
 def load_model_of(args: argparse.Namespace) -> DrivingVLM | RuntimeVLM:
-    """The model of --model on --precision and --backend (deploy/runner.load_driving_model)."""
+    """The model of --model on --precision, --backend and --device (deploy/runner.load_driving_model)."""
     from owled_ros.deploy.runner import load_driving_model
 
-    return load_driving_model(args.model, args.precision, None if args.backend == "deployed" else args.backend)
+    return load_driving_model(args.model, args.precision, None if args.backend == "deployed" else args.backend, args.device)

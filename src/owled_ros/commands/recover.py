@@ -33,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from owled_ros.commands.train import check_data_arguments, check_device
+    from owled_ros.commands.train import check_data_arguments
+    from owled_ros.model.device import resolve_device
     from owled_ros.errors import OwledError
     from owled_ros.train.config import RecoverConfig
 
@@ -46,10 +47,10 @@ def _config(args: argparse.Namespace):
     if not args.lr > 0 or not args.temperature > 0:
         raise OwledError("--lr and --temperature must be positive")
     check_data_arguments(args)
-    check_device(args.device)
+    device = str(resolve_device(args.device))
     return RecoverConfig(
         scenes=args.scenes, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-        checkpoint_every=args.checkpoint_every, threads=args.threads, device=args.device, teacher=args.teacher,
+        checkpoint_every=args.checkpoint_every, threads=args.threads, device=device, teacher=args.teacher,
         feature_weight=args.feature_weight, kl_weight=args.kl_weight, task_weight=args.task_weight, temperature=args.temperature,
         data=tuple(args.data or ("gen",)), val_share=args.val_share, augment=args.augment,
     )

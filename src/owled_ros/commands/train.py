@@ -58,11 +58,13 @@ def run(args: argparse.Namespace) -> int:
     if args.val_frames < 0:
         raise OwledError("--val-frames must be 0 or more")
     check_data_arguments(args)
-    check_device(args.device)
+    from owled_ros.model.device import resolve_device
+
+    device = str(resolve_device(args.device))
     cfg = TrainConfig(
         scenes=args.scenes, steps=args.steps, batch=args.batch, lr=args.lr, lora_rank=args.lora_rank,
         seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads,
-        speed_resample=args.speed_resample, prompt_cues=args.prompt_cues, init_from=args.init_from, device=args.device,
+        speed_resample=args.speed_resample, prompt_cues=args.prompt_cues, init_from=args.init_from, device=device,
         data=tuple(args.data or ("gen",)), val_share=args.val_share, val_frames=args.val_frames, augment=args.augment,
     )
     command = "owled " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -92,18 +94,3 @@ def check_data_arguments(args: argparse.Namespace) -> None:
     if not 0 < args.val_share < 1:
         raise OwledError("--val-share must be in (0, 1)")
     data_specs(args.data or ["gen"])
-
-
-def check_device(spec: str) -> None:
-    import torch
-
-    from owled_ros.errors import OwledError
-
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise OwledError(f"--device {spec!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise OwledError(f"--device {spec}: torch sees no CUDA device here (this torch is {torch.__version__}); train on cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise OwledError(f"--device {spec}: only cpu and cuda are supported")

@@ -62,7 +62,7 @@ def torch_answer_log_probs(vlm: DrivingVLM, sample: VisualSample, answer: str) -
     embeds, mask, spans = vlm.lm_inputs(vlm.visual_embeds([sample.image]), [sample.state], [FRAME_QUESTION], [answer])
     start, ans = spans[0]
     logits = vlm.lm(inputs_embeds=embeds, attention_mask=mask).logits[0, start - 1 : start - 1 + len(ans)]
-    return logits.float().log_softmax(-1).numpy()
+    return logits.float().log_softmax(-1).cpu().numpy()
 
 
 def log_probs_of(model: object, sample: VisualSample, answer: str) -> np.ndarray:

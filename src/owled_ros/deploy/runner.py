@@ -199,15 +199,27 @@ def machine_warning(record: dict) -> str | None:
             f"this is {here['cpu']} ({', '.join(here['cpu_features'])}): deploy again here with --backend auto to re-measure")
 
 
-def load_driving_model(model_spec: str | Path, precision: str = "auto", backend: str | None = None) -> DrivingVLM | RuntimeVLM:
+def load_driving_model(model_spec: str | Path, precision: str = "auto", backend: str | None = None,
+                       device: str = "cpu") -> DrivingVLM | RuntimeVLM:
     """What the node runs for `model_spec`: the backend `owled deploy` chose for the directory
     (runtime/backend.json), or `backend` (torch, or another one it kept with --keep-all);
-    a directory never deployed runs on torch. `precision` applies to torch only."""
+    a directory never deployed runs on torch. `precision` applies to torch only. On a CUDA
+    `device` (model/device.py) it runs on torch in fp16, an int8 directory de-quantized."""
     from owled_ros.deploy.config import BACKENDS
     from owled_ros.model.checkpoint import load_vlm, resolve_model_dir
+    from owled_ros.model.device import place, resolve_device, run_dtype
 
     if backend is not None and backend not in BACKENDS:
         raise OwledError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    target = resolve_device(device)
+    if target.type == "cuda":
+        if backend not in (None, "torch"):
+            raise OwledError(f"backend {backend} runs on the CPU; on device {device} the model runs on torch (backend deployed or torch)")
+        if precision == "int8":
+            raise OwledError(f"precision int8 runs on the CPU (its kernels are CPU kernels); on device {device} use precision auto or fp32")
+        vlm = place(load_vlm(model_spec, "fp32"), target)
+        vlm.meta["backend"] = f"torch {target} {str(run_dtype(target)).removeprefix('torch.')}"
+        return vlm
     model_dir = resolve_model_dir(model_spec)
     record = read_backend(model_dir)
     chosen = backend or (record or {}).get("backend") or "torch"

@@ -108,7 +108,7 @@ class DrivingVLM(nn.Module):
     # ---- vision -------------------------------------------------------------------------------
     def encode(self, images: list[np.ndarray]) -> torch.Tensor:
         """Encoder tokens (B, N, C) for RGB uint8 images of any size."""
-        return self.encoder(self.encoder.preprocess(images).to(self.device))
+        return self.encoder(self.encoder.preprocess(images).to(self.device, next(self.encoder.parameters()).dtype))
 
     def visual_embeds(self, images: list[np.ndarray]) -> torch.Tensor:
         return self.projector(self.encode(images))

@@ -87,7 +87,7 @@ class OwledNode(LifecycleNode):
         loaded: Future = Future()
         self._stop.clear()
         self._worker = threading.Thread(
-            target=self._work, args=(lambda: load_pipeline(self.params.model, config, self.params.precision, backend), loaded),
+            target=self._work, args=(lambda: load_pipeline(self.params.model, config, self.params.precision, backend, self.params.device), loaded),
             name="owled_inference", daemon=True,
         )
         self._worker.start()

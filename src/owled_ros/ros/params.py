@@ -7,6 +7,7 @@ with dynamic typing so that `max_rate_hz: 10` (an int in YAML) is accepted for a
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,6 +38,7 @@ class NodeParams:
     model: str
     precision: str
     backend: str
+    device: str
     autostart: bool
     camera_topic: str
     camera_type: str
@@ -62,6 +64,11 @@ def _model(value: str) -> str | None:
     if value == "default" or Path(value).expanduser().is_dir():
         return None
     return "must be 'default' or an existing model directory"
+
+
+def _device(value: str) -> str | None:
+    """Only the form here (torch is not loaded yet); a CUDA device that is absent fails when the model loads."""
+    return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value) else "must be auto, cpu, cuda or cuda:N"
 
 
 def _topic(value: str) -> str | None:
@@ -109,6 +116,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "default", "model directory (owled or LLaVA), or 'default' for the bundled model", _model),
     ParamSpec("precision", "auto", "auto (as the model directory holds it: int8 after owled deploy) or fp32 (an int8 directory de-quantized); int8 refuses fp32 directories", _one_of(*PRECISIONS)),
     ParamSpec("backend", "deployed", "deployed (the runtime owled deploy chose for the directory; torch for one never deployed), or torch, onnxruntime, openvino (one it kept)", _one_of("deployed", *BACKENDS)),
+    ParamSpec("device", "auto", "auto (a CUDA GPU where torch sees one, else the CPU), cpu, cuda or cuda:N; on CUDA the model runs on torch in fp16, an int8 directory de-quantized", _device),
     ParamSpec("autostart", True, "configure and activate at start-up; false waits for lifecycle transitions"),
     ParamSpec("camera_topic", "/camera/image_raw", "camera input topic", _topic),
     ParamSpec("camera_type", "image", "image (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage)", _one_of(*CAMERA_TYPE_NAMES)),

@@ -137,8 +137,9 @@ class DrivingPipeline:
         return apply_ood_action(result, self.config.ood_action)
 
 
-def load_pipeline(model_spec: str | Path, config: PipelineConfig, precision: str = "auto", backend: str | None = None) -> DrivingPipeline:
+def load_pipeline(model_spec: str | Path, config: PipelineConfig, precision: str = "auto", backend: str | None = None,
+                  device: str = "cpu") -> DrivingPipeline:
     """`default`, an owled model directory or a LLaVA directory -> a ready pipeline, on the runtime
-    `owled deploy` chose for it unless `backend` names another (deploy/runner.load_driving_model)."""
-    vlm = load_driving_model(model_spec, precision, backend)
+    `owled deploy` chose for it unless `backend` names another, on `device` (deploy/runner.load_driving_model)."""
+    vlm = load_driving_model(model_spec, precision, backend, device)
     return DrivingPipeline(vlm, config, model_id(vlm, resolve_model_dir(model_spec)))

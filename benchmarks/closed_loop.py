@@ -1,0 +1,102 @@
+"""Closed loop in the simulator: the same seeds driven by dense fp32 and by pruned recipes (`owled sim run`,
+lock-step, MetaDrive through the carla-ros-bridge topics), scored per model, with the issue's target
+checked per recipe: route completion within 5 % of dense, and no more collisions.
+
+    python benchmarks/closed_loop.py --model default --model runs/vehicle --model runs/structured \
+        --seeds 0 1 2 3 4 5 6 7 8 9 --duration 30 --camera-hz 1 --sim-out runs/sim10 --results benchmarks/closed_loop.json
+    python benchmarks/closed_loop.py --reuse runs/sim10 --results benchmarks/closed_loop.json   # score a finished run again
+
+The first model is the reference. Route completion is compared per seed (the same scenario for
+every model), as the mean of the per-seed ratios to the reference, beside the plain means.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from owled_ros.machine import benchmark_main, machine_info, machine_line
+from owled_ros.sim.scoring import markdown as sim_markdown
+
+ROUTE_TOLERANCE = 0.05  # a recipe's route completion may fall this far below dense (relative)
+
+
+def _sim_run(args: argparse.Namespace, out: Path) -> None:
+    cmd = [sys.executable, "-m", "owled_ros.cli", "sim", "run", *(a for m in args.model for a in ("--model", m)),
+           "--seeds", *map(str, args.seeds), "--duration", str(args.duration), "--camera-hz", str(args.camera_hz), "--out", str(out)]
+    subprocess.run(cmd, check=True)
+
+
+def _paired(report: dict) -> dict[str, dict]:
+    """Per recipe against the first model: per-seed route-completion ratios and the target check."""
+    labels = list(report["models"])
+    ref = {e["seed"]: e for e in report["episodes"][labels[0]]}
+    out = {}
+    for label in labels[1:]:
+        ratios = [e["route_completion"] / ref[e["seed"]]["route_completion"]
+                  for e in report["episodes"][label] if ref.get(e["seed"], {}).get("route_completion")]
+        mine, dense = report["models"][label], report["models"][labels[0]]
+        ratio = statistics.fmean(ratios) if ratios else None
+        out[label] = {"route_ratio_mean": ratio, "route_ratio_min": min(ratios) if ratios else None, "seeds_paired": len(ratios),
+                      "target_met": ratio is not None and ratio >= 1 - ROUTE_TOLERANCE and mine["collisions"] <= dense["collisions"]}
+    return out
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.reuse:
+        sim_dir, command = Path(args.reuse), None
+    else:
+        if not args.model or not args.seeds:
+            sys.exit("closed_loop: give --model (two or more, dense first) and --seeds, or --reuse DIR")
+        sim_dir = Path(args.sim_out) if args.sim_out else Path(tempfile.mkdtemp(prefix="closed-loop-")) / "sim"
+        _sim_run(args, sim_dir)
+        command = " ".join(["python", *sys.argv])
+    report = json.loads((sim_dir / "report.json").read_text())
+    if report.get("interrupted"):
+        sys.exit(f"closed_loop: {sim_dir} is an interrupted run; its scores are partial")
+    episodes = {label: [{k: e.get(k) for k in ("seed", "route_completion", "collisions", "off_road", "action_agreement",
+                                                "model_latency_p50_ms")} for e in eps]
+                for label, eps in report["episodes"].items()}
+    results = {"scenario": report["scenario"], "seeds": report["seeds"], "options": report["options"],
+               "models": report["models"], "episodes": episodes, "paired": _paired(report), "sim_dir": str(sim_dir),
+               "machine": machine_info(None, command or f"python benchmarks/closed_loop.py --reuse {sim_dir}")}
+    tmp = args.results.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(args.results)
+    print(markdown(results))
+
+
+def markdown(results: dict) -> str:
+    opts = results["options"]
+    lines = [machine_line(results["machine"]),
+             f"Seeds {', '.join(map(str, results['seeds']))}; {opts['duration_s']:g} sim s each, camera {opts['camera_hz']:g} Hz, "
+             f"{'lock-step' if opts['lockstep'] else 'real time'}; road {results['scenario']['blocks']}, "
+             f"{results['scenario']['lanes']} lanes, traffic density {results['scenario']['traffic_density']:g}.", "",
+             sim_markdown(results["models"]).rstrip("\n"), "",
+             f"| recipe against {next(iter(results['models']))} | seeds paired | route completion ratio, mean (min) | collisions | target met |",
+             "|---|---|---|---|---|"]
+    dense_collisions = next(iter(results["models"].values()))["collisions"]
+    for label, p in results["paired"].items():
+        ratio = "n/a" if p["route_ratio_mean"] is None else f"{p['route_ratio_mean']:.3f} ({p['route_ratio_min']:.3f})"
+        lines.append(f"| {label} | {p['seeds_paired']} | {ratio} | {results['models'][label]['collisions']} vs {dense_collisions} "
+                     f"| {'yes' if p['target_met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", default=None, help="model directory or 'default'; the first is the reference")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    p.add_argument("--duration", type=float, default=30.0)
+    p.add_argument("--camera-hz", type=float, default=1.0)
+    p.add_argument("--sim-out", default=None, help="keep the episode bags here (default: a temp dir)")
+    p.add_argument("--reuse", default=None, metavar="DIR", help="score a finished `owled sim run --out DIR` instead of running one")
+    benchmark_main(p, run, markdown)
+
+
+if __name__ == "__main__":
+    main()
