@@ -174,7 +174,9 @@ class MetaDriveWorld:
             "road_curvature_1pm": -_wrap(float(lane.heading_theta_at(long_m + CURVATURE_M)) - float(lane.heading_theta_at(long_m))) / CURVATURE_M,
             "lookahead_m": lookahead, "lane_bearing_rad": [self._bearing(ref, v, lookahead) for ref in lanes],
             "route_s": self._route_s(lane, long_m), "route_length_m": sum(r[2] for r in self.route),
-            "crash_vehicle": bool(info.get("crash_vehicle", False)), "crash_object": bool(info.get("crash_object", False)),
+            # The vehicle's own contact flags (set by MetaDrive's contact-added callback during the step):
+            # its step info reports a crash only where the config ends the episode on it (crash_*_done).
+            "crash_vehicle": bool(v.crash_vehicle), "crash_object": bool(v.crash_object or v.crash_building),
             "out_of_road": bool(info.get("out_of_road", False)), "arrived": bool(info.get("arrive_dest", False)),
             "vehicles": vehicles, "camera_fov_deg": CAMERA_FOV_DEG,
         }
