@@ -1,6 +1,7 @@
 """Closed loop in the simulator: the same seeds driven by dense fp32 and by pruned recipes (`owled sim run`,
 lock-step, MetaDrive through the carla-ros-bridge topics), scored per model, with the issue's target
-checked per recipe: route completion within 5 % of dense, and no more collisions.
+checked per recipe: route completion within 5 % of dense, and no more collisions (nor off-road
+episodes: leaving the road is a crash the simulator counts apart).
 
     python benchmarks/closed_loop.py --model default --model runs/vehicle --model runs/structured \
         --seeds 0 1 2 3 4 5 6 7 8 9 --duration 30 --camera-hz 1 --sim-out runs/sim10 --results benchmarks/closed_loop.json
@@ -19,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from owled_ros.fsutil import write_text_atomic
 from owled_ros.machine import benchmark_main, machine_info, machine_line
 from owled_ros.sim.scoring import markdown as sim_markdown
 
@@ -42,7 +44,8 @@ def _paired(report: dict) -> dict[str, dict]:
         mine, dense = report["models"][label], report["models"][labels[0]]
         ratio = statistics.fmean(ratios) if ratios else None
         out[label] = {"route_ratio_mean": ratio, "route_ratio_min": min(ratios) if ratios else None, "seeds_paired": len(ratios),
-                      "target_met": ratio is not None and ratio >= 1 - ROUTE_TOLERANCE and mine["collisions"] <= dense["collisions"]}
+                      "target_met": ratio is not None and ratio >= 1 - ROUTE_TOLERANCE and mine["collisions"] <= dense["collisions"]
+                      and mine["off_road"] <= dense["off_road"]}
     return out
 
 
@@ -64,9 +67,7 @@ def run(args: argparse.Namespace) -> None:
     results = {"scenario": report["scenario"], "seeds": report["seeds"], "options": report["options"],
                "models": report["models"], "episodes": episodes, "paired": _paired(report), "sim_dir": str(sim_dir),
                "machine": machine_info(None, command or f"python benchmarks/closed_loop.py --reuse {sim_dir}")}
-    tmp = args.results.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(args.results)
+    write_text_atomic(args.results, json.dumps(results, indent=1))
     print(markdown(results))
 
 
@@ -77,13 +78,14 @@ def markdown(results: dict) -> str:
              f"{'lock-step' if opts['lockstep'] else 'real time'}; road {results['scenario']['blocks']}, "
              f"{results['scenario']['lanes']} lanes, traffic density {results['scenario']['traffic_density']:g}.", "",
              sim_markdown(results["models"]).rstrip("\n"), "",
-             f"| recipe against {next(iter(results['models']))} | seeds paired | route completion ratio, mean (min) | collisions | target met |",
-             "|---|---|---|---|---|"]
-    dense_collisions = next(iter(results["models"].values()))["collisions"]
+             f"| recipe against {next(iter(results['models']))} | seeds paired | route completion ratio, mean (min) | collisions | off-road | target met |",
+             "|---|---|---|---|---|---|"]
+    dense = next(iter(results["models"].values()))
     for label, p in results["paired"].items():
         ratio = "n/a" if p["route_ratio_mean"] is None else f"{p['route_ratio_mean']:.3f} ({p['route_ratio_min']:.3f})"
-        lines.append(f"| {label} | {p['seeds_paired']} | {ratio} | {results['models'][label]['collisions']} vs {dense_collisions} "
-                     f"| {'yes' if p['target_met'] else 'no'} |")
+        mine = results["models"][label]
+        lines.append(f"| {label} | {p['seeds_paired']} | {ratio} | {mine['collisions']} vs {dense['collisions']} "
+                     f"| {mine['off_road']} vs {dense['off_road']} | {'yes' if p['target_met'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
