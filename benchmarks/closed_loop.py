@@ -3,12 +3,16 @@ lock-step, MetaDrive through the carla-ros-bridge topics), scored per model, wit
 checked per recipe: route completion within 5 % of dense, and no more collisions (nor off-road
 episodes: leaving the road is a crash the simulator counts apart).
 
-    python benchmarks/closed_loop.py --model default --model runs/vehicle --model runs/structured \
-        --seeds 0 1 2 3 4 5 6 7 8 9 --duration 30 --camera-hz 1 --sim-out runs/sim10 --results benchmarks/closed_loop.json
+    python benchmarks/closed_loop.py --results benchmarks/closed_loop.json      # builds the recipes below first
+    python benchmarks/closed_loop.py --model default --model runs/mine --results mine.json
     python benchmarks/closed_loop.py --reuse runs/sim10 --results benchmarks/closed_loop.json   # score a finished run again
 
-The first model is the reference. Route completion is compared per seed (the same scenario for
-every model), as the mean of the per-seed ratios to the reference, beside the plain means.
+Without --model the recipes are made by the real commands into --recipes-dir (kept, so a rerun
+reuses them): the vehicle recipe of `make demo` (10 % OWL-Wanda, LM head trimmed, int8 on the
+backend `owled deploy --backend auto` keeps on this CPU) and the structured recipe (channels 20 %,
+OWL budgets, 200 recovery steps, head trimmed, fp32). The first model is the reference (dense
+fp32). Route completion is compared per seed (the same scenario for every model), as the mean of
+the per-seed ratios to the reference, beside the plain means.
 """
 from __future__ import annotations
 
@@ -27,10 +31,31 @@ from owled_ros.sim.scoring import markdown as sim_markdown
 ROUTE_TOLERANCE = 0.05  # a recipe's route completion may fall this far below dense (relative)
 
 
-def _sim_run(args: argparse.Namespace, out: Path) -> None:
-    cmd = [sys.executable, "-m", "owled_ros.cli", "sim", "run", *(a for m in args.model for a in ("--model", m)),
-           "--seeds", *map(str, args.seeds), "--duration", str(args.duration), "--camera-hz", str(args.camera_hz), "--out", str(out)]
-    subprocess.run(cmd, check=True)
+def _owled(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "owled_ros.cli", *args], check=True)
+
+
+def _recipes(root: Path) -> list[str]:
+    """Dense, the vehicle recipe and the structured recipe, each made once into `root`."""
+    vehicle, structured = root / "vehicle-owl10", root / "structured-ch20-r200"
+    steps = [
+        (vehicle, ["prune", "--model", "default", "--structure", "unstructured", "--ratios", "owl", "--sparsity", "0.1",
+                   "--owl-lambda", "0.1", "--calib", "scenes", "--calib-samples", "16"]),
+        (Path(f"{vehicle}-tv"), ["trim-vocab", "--model", str(vehicle), "--calib-samples", "8", "--check-frames", "8"]),
+        (Path(f"{vehicle}-tv-int8"), ["deploy", "--model", f"{vehicle}-tv", "--down-alpha", "0.3", "--calib-samples", "16",
+                                      "--backend", "auto"]),
+        (structured, ["prune", "--model", "default", "--structure", "channels", "--sparsity", "0.2", "--recover-steps", "200"]),
+        (Path(f"{structured}-tv"), ["trim-vocab", "--model", str(structured)]),
+    ]
+    for out, args in steps:
+        if not out.is_dir():
+            _owled(*args, "--out", str(out))
+    return ["default", f"{vehicle}-tv-int8", f"{structured}-tv"]
+
+
+def _sim_run(models: list[str], args: argparse.Namespace, out: Path) -> None:
+    _owled("sim", "run", *(a for m in models for a in ("--model", m)), "--seeds", *map(str, args.seeds),
+           "--duration", str(args.duration), "--camera-hz", str(args.camera_hz), "--out", str(out))
 
 
 def _paired(report: dict) -> dict[str, dict]:
@@ -53,10 +78,9 @@ def run(args: argparse.Namespace) -> None:
     if args.reuse:
         sim_dir, command = Path(args.reuse), None
     else:
-        if not args.model or not args.seeds:
-            sys.exit("closed_loop: give --model (two or more, dense first) and --seeds, or --reuse DIR")
+        models = args.model or _recipes(Path(args.recipes_dir))
         sim_dir = Path(args.sim_out) if args.sim_out else Path(tempfile.mkdtemp(prefix="closed-loop-")) / "sim"
-        _sim_run(args, sim_dir)
+        _sim_run(models, args, sim_dir)
         command = " ".join(["python", *sys.argv])
     report = json.loads((sim_dir / "report.json").read_text())
     if report.get("interrupted"):
@@ -91,7 +115,9 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", default=None, help="model directory or 'default'; the first is the reference")
+    p.add_argument("--model", action="append", default=None,
+                   help="model directory or 'default'; the first is the reference (default: dense and the two recipes, built)")
+    p.add_argument("--recipes-dir", default="runs/closed_loop_models", help="where the recipes are built without --model")
     p.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     p.add_argument("--duration", type=float, default=30.0)
     p.add_argument("--camera-hz", type=float, default=1.0)

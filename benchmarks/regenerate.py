@@ -39,6 +39,7 @@ TABLES = {  # name -> (script, results json)
     "ood": (HERE / "ood_table.py", HERE / "ood_table.json"),
     "real_roads": (HERE / "real_roads.py", HERE / "real_roads.json"),
     "trim_vocab": (HERE / "trim_vocab.py", HERE / "trim_vocab.json"),
+    "closed_loop": (HERE / "closed_loop.py", HERE / "closed_loop.json"),
 }
 
 
