@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from owled_ros.data.calibration import VisualSample
 from owled_ros.deploy.acceptance import torch_answer_log_probs
 from owled_ros.deploy.runner import load_driving_model
 from owled_ros.errors import OwledError
-from owled_ros.data.calibration import VisualSample
 from owled_ros.model.device import resolve_device
 from owled_ros.model.prompt import FRAME_QUESTION
 from owled_ros.schema import VehicleState

@@ -34,8 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _config(args: argparse.Namespace):
     from owled_ros.commands.train import check_data_arguments
-    from owled_ros.model.device import resolve_device
     from owled_ros.errors import OwledError
+    from owled_ros.model.device import resolve_device
     from owled_ros.train.config import RecoverConfig
 
     for flag in ("steps", "scenes", "batch", "checkpoint_every"):

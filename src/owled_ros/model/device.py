@@ -1,7 +1,7 @@
 """Where a torch model runs: `auto` is the GPU where torch sees one, else the CPU.
 
-On CUDA the model runs in fp16 (half the memory traffic of fp32; SmolLM2 and EfficientNet were
-trained in 16-bit or are robust to it), on the CPU in fp32. The int8 runtimes that `owled deploy`
+On CUDA the model runs in fp16 (half the memory traffic of fp32, and the GPU's fast path), on the
+CPU in fp32. The int8 runtimes that `owled deploy`
 builds (torch int8, ONNX Runtime, OpenVINO) are CPU kernels; on a GPU the directory's weights
 run de-quantized in fp16 instead.
 """
@@ -11,10 +11,6 @@ import torch
 from torch import nn
 
 from owled_ros.errors import OwledError
-
-DEVICES = ("auto", "cpu", "cuda")
-"""What a user names (node parameter `device`, `--device`); `cuda:N` picks one GPU of several."""
-
 
 def resolve_device(spec: str) -> torch.device:
     """The torch device of `spec`, or one line saying why it cannot run here."""
