@@ -37,7 +37,7 @@ from owled_ros.deploy.runner import load_runtime
 from owled_ros.eval.driving_qa import evaluate, generated_frames
 from owled_ros.model.checkpoint import load_vlm
 from owled_ros.model.prompt import FRAME_QUESTION
-from owled_ros.prune.report import peak_rss_mb
+from owled_ros.machine import peak_rss_mb
 spec, kind, frames_n, latency_n, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(threads)
 t = time.perf_counter()

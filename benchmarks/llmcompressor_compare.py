@@ -57,9 +57,9 @@ def owled_job(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     from safetensors.torch import load_file
 
+    from owled_ros.machine import peak_rss_mb
     from owled_ros.model.lm import default_lm_dir
     from owled_ros.prune.config import PruneConfig, resolve_calib_dtype
-    from owled_ros.prune.report import peak_rss_mb
     from owled_ros.prune.stream import prune_lm_dir
 
     config = PruneConfig(args.method, args.ratios, 0.0, args.sparsity, owl_m=OWL_M, owl_lambda=OWL_LAMBDA,

@@ -14,8 +14,8 @@ from owled_ros.data.calibration import load_calibration
 from owled_ros.deploy.acceptance import FP32, GateConfig, answer_round_robin, judge, log_probs_of, reference
 from owled_ros.deploy.backends import unavailable
 from owled_ros.deploy.build import deploy
-from owled_ros.deploy.config import DeployConfig
-from owled_ros.deploy.export import LM_ONNX, VISION_ONNX, export_onnx, kv_geometry
+from owled_ros.deploy.config import LM_ONNX, VISION_ONNX, DeployConfig
+from owled_ros.deploy.export import export_onnx, kv_geometry
 from owled_ros.deploy.runner import BACKEND_FILE, RUNTIME_DIR, load_runtime, machine_warning, read_backend
 from owled_ros.errors import OwledError
 from owled_ros.model.checkpoint import load_vlm, save_vlm
@@ -78,6 +78,26 @@ def test_onnxruntime_deploy_records_its_check_and_answers_like_fp32(tiny, deploy
     gen = runtime.generate([frame.image], [frame.state], [FRAME_QUESTION], 6)[0]
     assert 0 < len(gen.token_texts) <= 6 and all(0.0 < p <= 1.0 for p in gen.token_probs)
     assert (deployed / "lm").is_dir()  # the torch int8 directory stays usable beside the runtime
+    folder = deployed / RUNTIME_DIR / "onnxruntime"  # weights apart from the graphs: a lower peak at load
+    for graph in (LM_ONNX, VISION_ONNX):
+        assert (folder / f"{graph}.data").stat().st_size > (folder / graph).stat().st_size
+
+
+def test_the_exported_runtime_path_runs_without_transformers_model_code(deployed) -> None:
+    """The node on an exported runtime imports no torch LM (transformers' modeling code is some
+    140 MB resident): what it loads and runs for a frame, in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from owled_ros.runtime.pipeline import PipelineConfig, load_pipeline\n"
+        "import numpy as np\n"
+        f"p = load_pipeline({str(deployed)!r}, PipelineConfig(max_new_tokens=4))\n"
+        "p.run(np.zeros((90, 160, 3), np.uint8), None, False)\n"
+        "print(p.backend, sorted(m for m in sys.modules if m in ('transformers.modeling_utils', 'accelerate')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["onnxruntime", "[]"]
 
 
 def test_the_pipeline_runs_the_backend_deploy_chose_and_scores_ood_on_its_features(deployed, tmp_path) -> None:

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import re
+import resource
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,22 @@ def cpu_model() -> str:
         return platform.processor() or "unknown CPU"
     match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
     return match.group(1).strip() if match else "unknown CPU"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far.
+
+    VmHWM of /proc/self/status where there is one: ru_maxrss also counts the parent's memory at
+    fork (Linux folds the forked address space's high-water mark into it at exec), so a prune
+    started from a big Python process would report that process's size.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def machine_info(threads: int | None = None, command: str | None = None) -> dict:

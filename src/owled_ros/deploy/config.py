@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 CHOICES = (*BACKENDS, "auto")
+VISION_ONNX, LM_ONNX = "vision.onnx", "lm.onnx"  # the exported graphs (deploy/export.py)
 
 
 @dataclass(frozen=True)

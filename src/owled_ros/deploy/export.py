@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from owled_ros.deploy.config import LM_ONNX, VISION_ONNX
 from owled_ros.errors import OwledError
 from owled_ros.model.encoders import EfficientNetEncoder
 from owled_ros.model.vlm import DrivingVLM
 
 EXPORTABLE_LM_TYPES = ("llama", "qwen2")
-VISION_ONNX, LM_ONNX = "vision.onnx", "lm.onnx"
 OPSET = 17
 
 

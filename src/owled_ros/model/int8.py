@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.initialization import no_init_weights
 
 from owled_ros.cpu import has_vnni
@@ -20,6 +21,9 @@ from owled_ros.errors import OwledError
 from owled_ros.fsutil import save_safetensors_atomic
 from owled_ros.model.lm import check_hf_dir
 from owled_ros.model.widths import apply_widths
+
+if TYPE_CHECKING:  # annotations only: the exported runtimes run without transformers' modeling code
+    from transformers import PreTrainedModel
 
 INT8_WEIGHTS = "model.int8.safetensors"
 _Q, _S = ".int8", ".scale"

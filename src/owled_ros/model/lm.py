@@ -4,14 +4,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from owled_ros.errors import OwledError
 from owled_ros.fsutil import staged_dir
 from owled_ros.model.assets import cache_dir, smollm2_gguf
 from owled_ros.model.widths import apply_widths, shapes_recorded
+
+if TYPE_CHECKING:  # annotations only: the exported runtimes run without transformers' modeling code
+    from transformers import PreTrainedModel
 
 SUPPORTED_LM_TYPES = ("llama", "qwen2", "gemma", "gemma2")
 DEFAULT_LM_CACHE_NAME = "smollm2-135m-instruct-fp32"

@@ -7,18 +7,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from owled_ros.model.encoders import VisionEncoder
 from owled_ros.model.ood import OodStats
 from owled_ros.model.projector import MLPProjector
 from owled_ros.model.prompt import end_of_answer, split_prompt
 from owled_ros.schema import VehicleState
+
+if TYPE_CHECKING:  # annotations only: the exported runtimes run without transformers' modeling code
+    from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+
+if TYPE_CHECKING:  # annotations only: the exported runtimes run without transformers' modeling code
+    from transformers import PreTrainedModel
 
 WIDTHS_FIELD = "owled_layer_widths"
 OUTPUT_TOKENS_FIELD = "owled_output_tokens"

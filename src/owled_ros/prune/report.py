@@ -5,9 +5,9 @@ dense encoder under text calibration shows as 0 and embeddings never dilute the 
 """
 from __future__ import annotations
 
-import resource
 from pathlib import Path
 
+from owled_ros.machine import peak_rss_mb
 from owled_ros.prune.apply import PartResult
 from owled_ros.prune.config import PruneConfig
 from owled_ros.prune.layers import Block
@@ -25,22 +25,6 @@ def count_zeros(blocks: list[Block]) -> ZeroCounts:
 def _zeros(blocks: list[Block], counts: ZeroCounts) -> tuple[int, int]:
     pairs = [counts[name] for b in blocks for name in b.layers]
     return sum(z for z, _ in pairs), sum(n for _, n in pairs)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far.
-
-    VmHWM of /proc/self/status where there is one: ru_maxrss also counts the parent's memory at
-    fork (Linux folds the forked address space's high-water mark into it at exec), so a prune
-    started from a big Python process would report that process's size.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def build_report(

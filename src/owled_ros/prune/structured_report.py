@@ -8,9 +8,9 @@ unstructured report read this one the same way. Extra fields: `structure`, `impo
 """
 from __future__ import annotations
 
+from owled_ros.machine import peak_rss_mb
 from owled_ros.prune.config import PruneConfig
 from owled_ros.prune.layers import Block
-from owled_ros.prune.report import peak_rss_mb
 from owled_ros.prune.structured import StructuredPart
 
 DenseNumels = dict[str, int]  # prunable layer name -> dense weight count

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import resource
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from owled_ros.data.scenes import SPLIT_SEEDS, Scene, generate_scene
 from owled_ros.errors import OwledError
+from owled_ros.machine import peak_rss_mb
 from owled_ros.model.checkpoint import PRUNE_REPORT, carried_files, load_vlm, resolve_model_dir, save_vlm
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.model.widths import output_tokens
@@ -190,7 +190,7 @@ def recover(model: str | Path, out: Path, cfg: RecoverConfig, work_dir: Path, re
         **{k: v for k, v in asdict(cfg).items() if k not in ("lora_rank", "init_from", "prompt_cues")},
         "model": str(model), "masked_tensors": len(recoverer.masks),
         "val_before": before, "val_after": after, "seconds": round(time.time() - t0, 1),
-        "cpu_seconds": round(time.process_time() - cpu0, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "cpu_seconds": round(time.process_time() - cpu0, 1), "peak_rss_mb": round(peak_rss_mb()),
         "final_loss": round(sum(losses[-10:]) / max(1, len(losses[-10:])), 4), "command": command,
     }
     student.to("cpu").meta["recovered"] = record
