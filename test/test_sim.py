@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from owled_ros.data.describe import describe_scene
@@ -229,3 +231,24 @@ def test_sim_truth_labels_the_road_shape() -> None:
     for curvature, road in ((0.01, "Left curve"), (-0.01, "Right curve"), (0.0005, "Straight road")):
         assert describe_scene(scene_from_truth({**row, "road_curvature_1pm": curvature})).endswith(f"{road}, clear.")
     assert describe_scene(scene_from_truth(row)).endswith("Straight road, clear.")  # truth recorded before the field existed
+
+
+def test_sim_labels_name_the_nearest_vehicle_per_lane_and_the_expert_decides_alike() -> None:
+    """Dense traffic is labelled as generated scenes are (at most three road users, whole metres),
+    and the expert's action on those three is its action on every visible vehicle."""
+    from owled_ros.data.expert import SLOW_LEAD_MPS, expert_action
+    from owled_ros.data.scenes import ObjectGT
+    from owled_ros.vocab import ObjectPosition
+
+    rng = np.random.default_rng(0)
+    lanes = {-1: ObjectPosition.LEFT_LANE, 0: ObjectPosition.EGO_LANE, 1: ObjectPosition.RIGHT_LANE}
+    for _ in range(200):
+        vehicles = [{"class": str(rng.choice(["car", "truck"])), "x": 0.0, "y": 0.0, "speed_mps": float(rng.uniform(0, 20)),
+                     "distance_m": float(rng.uniform(3, 79)), "lane_offset": int(rng.integers(-1, 2))} for _ in range(rng.integers(0, 9))]
+        truth = _truth(vehicles=vehicles, speed_mps=float(rng.uniform(0, 25)))
+        scene = scene_from_truth(truth)
+        assert len(scene.objects) == len({v["lane_offset"] for v in vehicles}) <= 3
+        assert all(o.distance_m == int(o.distance_m) for o in scene.objects)
+        every = tuple(ObjectGT(v["class"], lanes[v["lane_offset"]], float(round(v["distance_m"])), 0.0, (0, 0, 0, 0), color="",
+                               slow=v["speed_mps"] < SLOW_LEAD_MPS) for v in sorted(vehicles, key=lambda v: v["distance_m"]))
+        assert expert_action(scene).action == expert_action(replace(scene, objects=every)).action

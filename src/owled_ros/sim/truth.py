@@ -2,8 +2,15 @@
 
 The expert (data/expert.py) labels every training frame; applied to the simulator's truth it
 says what the model should have answered. A vehicle is visible when it is ahead within
-VISIBLE_M and at most one lane over (what the forward camera shows and the labels name);
-it is slow when it drives below the expert's SLOW_LEAD_MPS (its brake lights would be on).
+VISIBLE_M and at most one lane over (what the forward camera shows); it is slow when it drives
+below the expert's SLOW_LEAD_MPS (its brake lights would be on).
+
+The labels name the nearest vehicle in each of the three lanes, at whole metres, as generated
+scenes name at most three road users at whole metres: naming every visible vehicle (up to eight
+in dense traffic, at 0.1 m) wrote descriptions longer than the node's token budget, so a model
+trained on them ran out of tokens before its action. The expert decides the same on the nearest
+vehicle per lane as on all of them: it reads the nearest vehicle in the ego lane and whether a
+neighbouring lane holds any.
 """
 from __future__ import annotations
 
@@ -20,16 +27,20 @@ LANE_POSITIONS = {-1: ObjectPosition.LEFT_LANE, 0: ObjectPosition.EGO_LANE, 1: O
 
 
 def visible_objects(truth: dict) -> tuple[ObjectGT, ...]:
-    objects = []
-    width = float(truth["lane_width_m"])
+    """The nearest visible vehicle of each lane, nearest first."""
+    nearest: dict[ObjectPosition, dict] = {}
     for o in truth["vehicles"]:
         position = LANE_POSITIONS.get(int(o["lane_offset"]))
         if position is None or not MIN_AHEAD_M <= o["distance_m"] <= VISIBLE_M:
             continue
-        objects.append(ObjectGT(
-            o["class"], position, round(float(o["distance_m"]), 1), o["lane_offset"] * width, (0, 0, 0, 0),
-            color="", slow=float(o["speed_mps"]) < SLOW_LEAD_MPS,
-        ))
+        if position not in nearest or o["distance_m"] < nearest[position]["distance_m"]:
+            nearest[position] = o
+    width = float(truth["lane_width_m"])
+    objects = (
+        ObjectGT(o["class"], position, float(round(o["distance_m"])), o["lane_offset"] * width, (0, 0, 0, 0),
+                 color="", slow=float(o["speed_mps"]) < SLOW_LEAD_MPS)
+        for position, o in nearest.items()
+    )
     return tuple(sorted(objects, key=lambda o: o.distance_m))
 
 
