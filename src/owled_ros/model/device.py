@@ -1,9 +1,8 @@
 """Where a torch model runs: `auto` is the GPU where torch sees one, else the CPU.
 
 On CUDA the model runs in fp16 (half the memory traffic of fp32, and the GPU's fast path), on the
-CPU in fp32. The int8 runtimes that `owled deploy`
-builds (torch int8, ONNX Runtime, OpenVINO) are CPU kernels; on a GPU the directory's weights
-run de-quantized in fp16 instead.
+CPU in fp32. The int8 runtimes that `owled deploy` builds (torch int8, ONNX Runtime, OpenVINO)
+are CPU kernels; on a GPU the directory's weights run de-quantized in fp16 instead.
 """
 from __future__ import annotations
 
