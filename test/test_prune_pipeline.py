@@ -5,6 +5,7 @@ tokenizer); the slow test prunes the real default model.
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -16,8 +17,8 @@ from owled_ros.cli import main
 from owled_ros.model.checkpoint import load_vlm
 from owled_ros.model.encoders import EfficientNetEncoder, EncoderConfig
 from owled_ros.prune import calibrate
-from owled_ros.prune.apply import prune_part
-from owled_ros.prune.calibrate import capture, run_block
+from owled_ros.prune.apply import prune_layer, prune_part
+from owled_ros.prune.calibrate import capture, run_block, walk
 from owled_ros.prune.config import DEFAULT_ENCODER_SHARE, PruneConfig
 from owled_ros.prune.layers import make_blocks
 from tiny_models import save_tiny_vlm, tiny_llama
@@ -83,6 +84,43 @@ def test_each_layer_reaches_its_block_assignment_within_one_row_rounding(method:
         assert part.outlier_ratios is not None and len(set(part.sparsities)) > 1
     else:
         assert part.outlier_ratios is None and set(part.sparsities) == {0.6}
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_dense_calibration_inputs_prune_every_block_as_the_dense_model_sees_it(method: str) -> None:
+    torch.manual_seed(0)
+    lm = tiny_llama(layers=4)
+    decoder = lm.get_decoder()
+    ids = torch.randint(0, 128, (8, 32))
+    config = {inputs: PruneConfig(method, "uniform", 0.0, 0.6, calib_inputs=inputs) for inputs in ("dense", "pruned")}
+
+    # Expected: each layer pruned alone with statistics from the untouched dense model (a read-only walk).
+    reference = copy.deepcopy(lm)
+    ref_decoder = reference.get_decoder()
+    expected: dict[str, torch.Tensor] = {}
+
+    def record(_k: int, block, stats) -> None:
+        for name, layer in block.layers.items():
+            alone = copy.deepcopy(layer)
+            prune_layer(alone, stats[name], 0.6, config["dense"])
+            expected[name] = alone.weight.detach().clone()
+
+    ref_run = capture(list(ref_decoder.layers), lambda b: ref_decoder(input_ids=b, use_cache=False), ids.split(4))
+    walk(make_blocks(reference, list(ref_decoder.layers)), ref_run, record, prunes=False, hessian=method == "sparsegpt", desc="ref")
+
+    pruned = {}
+    for inputs in ("dense", "pruned"):
+        model = copy.deepcopy(lm)
+        dec = model.get_decoder()
+        blocks = make_blocks(model, list(dec.layers))
+        prune_part("llm", blocks, lambda: capture(list(dec.layers), lambda b: dec(input_ids=b, use_cache=False), ids.split(4)),
+                   0.6, config[inputs])
+        pruned[inputs] = {name: layer.weight.detach() for b in blocks for name, layer in b.layers.items()}
+    assert pruned["dense"].keys() == expected.keys()
+    for name, w in pruned["dense"].items():
+        assert torch.allclose(w, expected[name], atol=1e-6), name
+    # the option matters: past the first block, pruned inputs give other weights
+    assert any(not torch.equal(pruned["pruned"][n], expected[n]) for n in expected if ".layers.0." not in n)
 
 
 def _prune_args(model: Path, out: Path, *extra: str) -> list[str]:
@@ -208,6 +246,8 @@ def test_bad_inputs_exit_2_with_one_line(tiny_model_dir: Path, tmp_path: Path, c
         ("--sparsity", "0.5", "--calib-samples", "0"),
         ("--sparsity", "0.5", "--calib", f"bag:{tmp_path / 'nocam'}"),
         ("--sparsity", "0.5", "--calib", "wiki", "--encoder-sparsity", "0.3"),
+        ("--sparsity", "0.5", "--method", "magnitude", "--calib-inputs", "dense"),
+        ("--sparsity", "0.2", "--structure", "channels", "--calib-inputs", "dense"),
     ]
     for extra in cases:
         args = _prune_args(tiny_model_dir, tmp_path / "out", *extra)

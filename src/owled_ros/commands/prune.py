@@ -25,7 +25,7 @@ from pathlib import Path
 
 from owled_ros.commands import calib_source
 from owled_ros.data.calibration import SOURCES
-from owled_ros.prune.config import (CALIB_DTYPES, DEFAULT_ENCODER_SHARE, DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M, IMPORTANCES, METHODS,
+from owled_ros.prune.config import (CALIB_DTYPES, CALIB_INPUTS, DEFAULT_ENCODER_SHARE, DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M, IMPORTANCES, METHODS,
                                     RATIOS, STRUCTURES)
 
 
@@ -55,6 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seqlen", type=int, default=512, help="text window length (wiki)")
     p.add_argument("--calib-dtype", choices=("auto", *CALIB_DTYPES), default="auto",
                    help="what the calibration forwards compute in (auto: bf16 where the CPU has bf16 dot products)")
+    p.add_argument("--calib-inputs", choices=CALIB_INPUTS, default="pruned",
+                   help="what each block is calibrated on: the blocks before it as pruned (default) or as dense")
     p.add_argument("--max-memory", type=float, default=None, metavar="MB",
                    help="streamed prunes: calibration activations kept in memory up to MB, the rest in memory-mapped files "
                         "beside --out (default: half of the memory available)")
@@ -110,7 +112,7 @@ def _config(args: argparse.Namespace):
     try:
         ratios = args.ratios or ("uniform" if nm else "owl")
         return PruneConfig(args.method, ratios, encoder, llm, nm, args.owl_m, args.owl_lambda, resolve_calib_dtype(args.calib_dtype),
-                           args.structure, args.importance)
+                           args.structure, args.importance, args.calib_inputs)
     except ValueError as err:
         raise OwledError(str(err)) from None
 

@@ -132,5 +132,5 @@ def prune_part(
             prune_layer(layer, stats[layer_name], assigned[block.name], config)
 
     walk(blocks, captured, visit, prunes=True, hessian=config.method == "sparsegpt", desc=f"{name} {config.method}",
-         dtype=config.calib_dtype, store=store, consume=not keep_capture)
+         dtype=config.calib_dtype, store=store, consume=not keep_capture, inputs=config.calib_inputs)
     return result

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from owled_ros.heap import release_free_memory
 from owled_ros.prune.attention import calibration_attention
+from owled_ros.prune.config import CALIB_INPUTS
 from owled_ros.observe import LayerStats, StopForward, observe
 from owled_ros.prune.layers import Block
 from owled_ros.prune.spill import Activations
@@ -136,20 +137,25 @@ def walk(
     dtype: str = "fp32",
     store: BlockStore = RESIDENT,
     consume: bool = False,
+    inputs: str = "pruned",
 ) -> None:
     """Sequential pass: observe block k on all batches, `visit` it, propagate its outputs.
 
     A visitor that only reads (OWL's outlier pass, `prunes=False`) costs one run per block,
     which observes and propagates at once; one that prunes costs two: observe the inputs
-    (stopping once the last layer has its input), then propagate them through the pruned block. `captured` itself is never modified, so
+    (stopping once the last layer has its input), then propagate them through the pruned block,
+    unless `inputs` is "dense": then every block sees the dense model's activations, one run
+    per block (llm-compressor's `propagate_error=False`). `captured` itself is never modified, so
     several walks can share one capture, unless `consume`: then its inputs are replaced as
     the walk goes (the capture's last use: one set of activations in memory, not two).
     """
+    if inputs not in CALIB_INPUTS:
+        raise ValueError(f"inputs must be one of {CALIB_INPUTS}, got {inputs!r}")
     hidden = captured.hidden if consume else captured.hidden.copy()
     context = compute_dtype(dtype, hidden[0].device)
     for k, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
         last = k == len(blocks) - 1
-        pruned = prunes and bool(block.layers)
+        pruned = prunes and bool(block.layers) and inputs == "pruned"
         store.load(block)
         outputs_needed = not (pruned or last)
         stop = None if outputs_needed else block.module

@@ -8,6 +8,9 @@ RATIOS = ("uniform", "owl")
 STRUCTURES = ("unstructured", "channels", "layers")  # prune/structured.py for the last two
 IMPORTANCES = ("activation", "taylor", "taylor-conflict")  # prune/structured_importance.py
 CALIB_DTYPES = ("fp32", "bf16")  # what the calibration forwards compute in (prune/calibrate.py)
+# What block k is calibrated on: the outputs of blocks 0..k-1 as pruned (Wanda's and SparseGPT's
+# reference code, llm-compressor's default) or as dense (llm-compressor's propagate_error=False).
+CALIB_INPUTS = ("pruned", "dense")
 
 # Swept on SmolLM2-135M, OWL-Wanda at 70 %, Wikipedia perplexity (BENCHMARKS.md, benchmarks/prune_owl_sweep.json):
 # M=7, lambda=0.2 gave 340 against 472 at the OWL paper's LLaMA values (M=5, lambda=0.08) and 526 for uniform Wanda.
@@ -40,6 +43,7 @@ class PruneConfig:
     calib_dtype: str = "fp32"
     structure: str = "unstructured"
     importance: str = "activation"  # structured only; unstructured uses `method`
+    calib_inputs: str = "pruned"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -66,6 +70,11 @@ class PruneConfig:
                     raise ValueError(f"with N:M {n}:{m} a part is either dense or {n}/{m} sparse; {name} is {getattr(self, name)}")
             if self.ratios == "owl":
                 raise ValueError("N:M fixes every block's sparsity at N/M, so OWL ratios cannot apply")
+        if self.calib_inputs not in CALIB_INPUTS:
+            raise ValueError(f"calib_inputs must be one of {CALIB_INPUTS}, got {self.calib_inputs!r}")
+        if self.calib_inputs == "dense" and (self.structure != "unstructured" or self.method == "magnitude"):
+            raise ValueError("--calib-inputs dense applies to unstructured Wanda and SparseGPT (structured scores and "
+                             "magnitude pruning never see pruned inputs)")
         if self.calib_dtype not in CALIB_DTYPES:
             raise ValueError(f"calib_dtype must be one of {CALIB_DTYPES}, got {self.calib_dtype!r}")
         if self.owl_m <= 0 or self.owl_lambda < 0:
