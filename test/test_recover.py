@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -130,6 +131,37 @@ def test_layer_map_follows_the_prune_reports_removed_layers(models) -> None:
     assert layer_map(teacher, teacher, []) == [0, 1]
 
 
+def test_action_weight_weighs_the_action_tokens_of_kl_and_task(models) -> None:
+    import torch.nn.functional as F
+
+    from owled_ros.model.prompt import end_of_answer
+    from owled_ros.train.distill import DistillWeights, Distiller, answer_token_weights
+
+    teacher_dir, pruned = models
+    student, teacher = load_vlm(pruned).eval(), load_vlm(teacher_dir).eval()
+    tok = student.tokenizer
+    answers = ["Car in the ego lane at 20 m. Action: slow down. Car ahead.", "Clear road, day."]  # the second has no action
+    weights = answer_token_weights(tok, answers, 4.0)
+    first = len(tok(answers[0] + end_of_answer(tok), add_special_tokens=False)["input_ids"])
+    scene = len(tok("Car in the ego lane at 20 m.", add_special_tokens=False)["input_ids"])
+    assert weights[:scene].eq(1).all() and weights[scene:first].eq(4).all() and weights[first:].eq(1).all()
+
+    images = [np.random.default_rng(i).integers(0, 255, (96, 160, 3), dtype=np.uint8) for i in range(2)]
+    with torch.no_grad():
+        s_feat, t_feat = student.encode(images), teacher.encode(images)
+        states, questions = [None, None], ["Describe the scene and the action."] * 2
+        plain = Distiller(student, teacher, DistillWeights(), []).losses(s_feat, t_feat, states, questions, answers)
+        heavy = Distiller(student, teacher, DistillWeights(action=4.0), []).losses(s_feat, t_feat, states, questions, answers)
+        same = Distiller(student, teacher, DistillWeights(action=4.0), []).losses(s_feat, t_feat, states, questions, answers, action=1.0)
+        logits, targets, _ = student.answer_logits(student.projector(s_feat), states, questions, answers)
+    ce = F.cross_entropy(logits.float(), targets, reduction="none")
+    assert plain["task"] == pytest.approx(float(ce.mean()), rel=1e-5)
+    assert heavy["task"] == pytest.approx(float((ce * weights).sum() / weights.sum()), rel=1e-5)
+    assert abs(float(heavy["task"] - plain["task"])) > 1e-5 and abs(float(heavy["kl"] - plain["kl"])) > 1e-7
+    assert heavy["feature"] == pytest.approx(float(plain["feature"]))
+    assert {k: float(v) for k, v in same.items()} == pytest.approx({k: float(v) for k, v in plain.items()})
+
+
 def test_bad_teacher_and_settings_exit_2_with_one_line(models, tmp_path: Path, capsys) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -148,6 +180,7 @@ def test_bad_teacher_and_settings_exit_2_with_one_line(models, tmp_path: Path, c
         (["--teacher", str(teacher), "--data", "nuscenes:x"], "unknown source 'nuscenes'"),
         (["--teacher", str(teacher), "--data", f"drivelm:{tmp_path / 'none'}"], "not found"),
         (["--teacher", str(teacher), "--augment", "-1"], "--augment must be in 0..32"),
+        (["--teacher", str(teacher), "--action-weight", "0"], "--action-weight must be positive"),
     ]
     for extra, needle in cases:
         assert main(["recover", "--model", str(pruned), "--out", str(tmp_path / "out"), *extra]) == 2, extra

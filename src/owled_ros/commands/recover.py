@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kl-weight", type=float, default=d.kl_weight, help="weight of the answer-logit KL")
     p.add_argument("--task-weight", type=float, default=d.task_weight, help="weight of the answer cross-entropy")
     p.add_argument("--temperature", type=float, default=d.temperature, help="of the KL")
+    p.add_argument("--action-weight", type=float, default=d.action_weight,
+                   help='weight of the answer tokens from "Action:" on in the KL and task losses (description tokens: 1)')
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
@@ -44,6 +46,8 @@ def _config(args: argparse.Namespace):
     for flag in ("feature_weight", "kl_weight", "task_weight"):
         if getattr(args, flag) < 0:
             raise OwledError(f"--{flag.replace('_', '-')} must be 0 or more")
+    if not args.action_weight > 0:
+        raise OwledError("--action-weight must be positive")
     if not args.lr > 0 or not args.temperature > 0:
         raise OwledError("--lr and --temperature must be positive")
     check_data_arguments(args)
@@ -52,6 +56,7 @@ def _config(args: argparse.Namespace):
         scenes=args.scenes, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
         checkpoint_every=args.checkpoint_every, threads=args.threads, device=device, teacher=args.teacher,
         feature_weight=args.feature_weight, kl_weight=args.kl_weight, task_weight=args.task_weight, temperature=args.temperature,
+        action_weight=args.action_weight,
         data=tuple(args.data or ("gen",)), val_share=args.val_share, augment=args.augment,
     )
 

@@ -14,6 +14,12 @@ FRAME_QUESTION = "Describe the scene and the action."
 ACTION_MARKER = "Action:"
 
 
+def scene_token_count(tokenizer: PreTrainedTokenizerBase, answer: str) -> int:
+    """Answer tokens before the action marker (the scene description); all of them if it has none."""
+    cut = answer.find(ACTION_MARKER)
+    return len(tokenizer(answer[:cut].rstrip() if cut >= 0 else answer, add_special_tokens=False)["input_ids"])
+
+
 def state_text(state: VehicleState | None, cues: bool = False) -> str:
     """`cues` adds the distances the ego speed implies (2 s gap, stop zone, braking distance).
 

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 from owled_ros.data.calibration import CalibrationSet, VisualSample
 from owled_ros.errors import OwledError
 from owled_ros.model.efficientnet_lite import MBConvBlock
-from owled_ros.model.prompt import ACTION_MARKER, FRAME_QUESTION
+from owled_ros.model.prompt import FRAME_QUESTION, scene_token_count
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.model.widths import record_widths
 from owled_ros.prune.config import PruneConfig
@@ -59,12 +59,6 @@ def frame_samples(n: int, split: str = "train") -> list[VisualSample]:
     return [VisualSample(render_scene(s), FRAME_QUESTION, frame_answer(s), s.ego) for s in scenes]
 
 
-def scene_token_count(vlm: DrivingVLM, answer: str) -> int:
-    """Answer tokens before the action marker (the scene-description task)."""
-    cut = answer.find(ACTION_MARKER)
-    return len(vlm.tokenizer(answer[:cut].rstrip(), add_special_tokens=False)["input_ids"]) if cut >= 0 else len(answer)
-
-
 def frame_losses(vlm: DrivingVLM, conflict: bool) -> Losses:
     """Answer-token cross-entropy of one sample: one loss, or (scene description, action) for taylor-conflict."""
     def losses(sample: VisualSample) -> Sequence[torch.Tensor]:
@@ -72,7 +66,7 @@ def frame_losses(vlm: DrivingVLM, conflict: bool) -> Losses:
         ce = F.cross_entropy(logits.float(), targets, reduction="none")
         if not conflict:
             return (ce.mean(),)
-        n = scene_token_count(vlm, sample.answer)
+        n = scene_token_count(vlm.tokenizer, sample.answer)
         return tuple(part.mean() if len(part) else torch.zeros(()) for part in (ce[:n], ce[n:]))
 
     return losses

@@ -56,4 +56,5 @@ class RecoverConfig(TrainConfig):
     kl_weight: float = 1.0  # KL(teacher || student) on the answer-token logits
     task_weight: float = 1.0  # cross-entropy on the answer tokens
     temperature: float = 1.0  # of the KL
+    action_weight: float = 1.0  # answer tokens from "Action:" on, against 1 for the description's (kl and task)
     val_examples: int = 16  # held-out val examples on which the distillation loss is reported before and after

@@ -6,6 +6,10 @@ The loss of one batch has three parts, each a mean so their weights compare acro
   error relative to the teacher's norm, per token, over the batch's real (unpadded) tokens;
 - kl: KL(teacher || student) of the answer-token distributions, at a temperature T (times T^2);
 - task: cross-entropy of the student on the answer tokens (the loss `owled train` uses).
+kl and task are means over answer tokens; `action` weighs the tokens from "Action:" on against
+the description's (1: every token alike). On generated frames the description is 30 of 48
+answer tokens and the action phrase 2, yet the decision is what a cut model loses first
+(docs/recovery.md).
 """
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from owled_ros.errors import OwledError
+from owled_ros.model.prompt import ACTION_MARKER, end_of_answer, scene_token_count
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.schema import VehicleState
 
@@ -32,6 +38,7 @@ class DistillWeights:
     kl: float = 1.0
     task: float = 1.0
     temperature: float = 1.0
+    action: float = 1.0
 
 
 def decoder_layers(vlm: DrivingVLM) -> nn.ModuleList:
@@ -88,10 +95,24 @@ def feature_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], mask:
     return torch.stack(losses).mean()
 
 
-def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, weights: torch.Tensor) -> torch.Tensor:
+    """Per-token KL, averaged with `weights` (one per answer token)."""
     s = F.log_softmax(student_logits.float() / temperature, -1)
     t = F.log_softmax(teacher_logits.float() / temperature, -1)
-    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
+    per_token = F.kl_div(s, t, log_target=True, reduction="none").sum(-1)
+    return (per_token * weights).sum() / weights.sum() * temperature**2
+
+
+def answer_token_weights(tokenizer: PreTrainedTokenizerBase, answers: list[str], action: float) -> torch.Tensor:
+    """1 for each description token, `action` for each token from "Action:" on (end of answer
+    included), answer after answer, as DrivingVLM.answer_logits lays out its targets; an answer
+    without an action (a QA answer) weighs 1 throughout."""
+    parts = []
+    for answer in answers:
+        n = len(tokenizer(answer + end_of_answer(tokenizer), add_special_tokens=False)["input_ids"])
+        scene = min(scene_token_count(tokenizer, answer), n) if ACTION_MARKER in answer else n
+        parts.append(torch.cat([torch.ones(scene), torch.full((n - scene,), float(action))]))
+    return torch.cat(parts)
 
 
 class Distiller:
@@ -110,17 +131,23 @@ class Distiller:
         states: list[VehicleState | None],
         questions: list[str],
         answers: list[str],
+        action: float | None = None,
     ) -> dict[str, torch.Tensor]:
-        """`total` and its parts for one batch; encoder features in, each model through its own projector."""
+        """`total` and its parts for one batch; encoder features in, each model through its own projector.
+        `action` overrides the action tokens' weight (held-out losses weigh every token alike, so runs compare)."""
         with torch.no_grad(), layer_outputs(self.teacher_layers) as t_hidden:
             t_logits, _, _ = self.teacher.answer_logits(self.teacher.projector(teacher_features), states, questions, answers)
         with layer_outputs(self.student_layers) as s_hidden:
             s_logits, targets, mask = self.student.answer_logits(self.student.projector(student_features), states, questions, answers)
         w = self.weights
+        token_w = answer_token_weights(self.student.tokenizer, answers, w.action if action is None else action).to(s_logits.device)
+        if len(token_w) != len(targets):
+            raise RuntimeError(f"answer token weights {len(token_w)} do not match the {len(targets)} answer tokens")
+        ce = F.cross_entropy(s_logits.float(), targets, reduction="none")
         parts = {
             "feature": feature_loss(s_hidden, t_hidden, mask),
-            "kl": kl_loss(s_logits, t_logits, w.temperature),
-            "task": F.cross_entropy(s_logits.float(), targets),
+            "kl": kl_loss(s_logits, t_logits, w.temperature, token_w),
+            "task": (ce * token_w).sum() / token_w.sum(),
         }
         parts["total"] = w.feature * parts["feature"] + w.kl * parts["kl"] + w.task * parts["task"]
         return parts

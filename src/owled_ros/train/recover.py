@@ -54,7 +54,8 @@ class Recoverer(Trainer):
                  teacher_features: torch.Tensor, removed_layers: list[str]) -> None:
         self.teacher, self.teacher_features = teacher, teacher_features
         super().__init__(student, cfg, work_dir, work_dir)
-        self.distiller = Distiller(student, teacher, DistillWeights(cfg.feature_weight, cfg.kl_weight, cfg.task_weight, cfg.temperature),
+        self.distiller = Distiller(student, teacher, DistillWeights(cfg.feature_weight, cfg.kl_weight, cfg.task_weight, cfg.temperature,
+                                                                   cfg.action_weight),
                                    removed_layers)
         self.masks = {n: p != 0 for n, p in self.params.items() if n in self.linear_weights and not bool(p.all())}
         for n, mask in self.masks.items():
@@ -104,7 +105,7 @@ class Recoverer(Trainer):
             chunk = examples[i : i + self.cfg.batch]
             idx = torch.tensor([e.index for e in chunk], device=student_features.device)
             parts = self.distiller.losses(student_features[idx], teacher_features[idx], [scene_state(e.scene, rng) for e in chunk],
-                                          [e.question for e in chunk], [e.answer for e in chunk])
+                                          [e.question for e in chunk], [e.answer for e in chunk], action=1.0)
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * len(chunk)
         return {k: round(v / len(examples), 5) for k, v in totals.items()}
