@@ -18,7 +18,10 @@ layer, how many of the weights we removed llm-compressor removed too (`mask_agre
 Our job is what `owled prune --model LM_DIR --calib wiki` runs: the LM streamed from its
 safetensors files one decoder layer at a time (prune/stream.py), calibration products in bf16
 where the CPU has bf16 dot products (--calib-dtype auto); an fp32 run of ours (the arithmetic
-of llm-compressor's fp32 run) separates the two.
+of llm-compressor's fp32 run) separates the two. Each tool calibrates a block on the outputs of
+the blocks before it as pruned (both tools' default); the "dense inputs" case calibrates every
+block on the dense model's activations (ours `--calib-inputs dense`, theirs
+`propagate_error=False`).
 
     python -m venv .venv-llmcompressor && .venv-llmcompressor/bin/pip install torch==2.13.0 llmcompressor==0.14.0.1
     source scripts/env.sh
@@ -42,8 +45,9 @@ LLMC_JOB = ROOT / "benchmarks" / "llmcompressor" / "job.py"
 WORK = ROOT / "runs" / "llmc_compare"
 CALIB = WORK / "calib.safetensors"
 OWL_M, OWL_LAMBDA = 7.0, 0.2  # owled_ros defaults (prune/config.py), given to both tools
-CASES = (  # (method, ratios, sparsity), the 70 % jobs first
-    ("wanda", "uniform", 0.7), ("sparsegpt", "uniform", 0.7), ("wanda", "owl", 0.7), ("wanda", "uniform", 0.5),
+CASES = (  # (method, ratios, sparsity, calibration inputs), the 70 % jobs first
+    ("wanda", "uniform", 0.7, "pruned"), ("wanda", "uniform", 0.7, "dense"), ("sparsegpt", "uniform", 0.7, "pruned"),
+    ("wanda", "owl", 0.7, "pruned"), ("wanda", "uniform", 0.5, "pruned"),
 )
 THEIRS = "llm-compressor"
 # ours with its default (--calib-dtype auto: bf16 products on CPUs with bf16 dot products), ours in
@@ -63,7 +67,7 @@ def owled_job(args: argparse.Namespace) -> None:
     from owled_ros.prune.stream import prune_lm_dir
 
     config = PruneConfig(args.method, args.ratios, 0.0, args.sparsity, owl_m=OWL_M, owl_lambda=OWL_LAMBDA,
-                         calib_dtype=resolve_calib_dtype(args.calib_dtype))
+                         calib_dtype=resolve_calib_dtype(args.calib_dtype), calib_inputs=args.calib_inputs)
     report = prune_lm_dir(default_lm_dir(), load_file(str(CALIB))["windows"], config, Path(args.out), {"source": str(CALIB)})
     print(json.dumps({"prune_s": report["seconds"], "process_s": time.perf_counter() - start,
                       "peak_rss_mb": peak_rss_mb(), "calib_dtype": config.calib_dtype}))
@@ -145,13 +149,18 @@ def _evaluate(model_dir: Path) -> dict:
     return {"achieved": zeros / sum(m.weight.numel() for m in linears), "perplexity": wiki_perplexity(lm, tok).perplexity}
 
 
-def _command(tool: str, method: str, ratios: str, sparsity: float, out: Path) -> list[str]:
+def _command(tool: str, method: str, ratios: str, sparsity: float, inputs: str, out: Path) -> list[str]:
     if tool.startswith("owled_ros"):
         return [sys.executable, __file__, "owled-job", "--method", method, "--ratios", ratios, "--sparsity", str(sparsity),
-                "--out", str(out), "--calib-dtype", "fp32" if tool.endswith("fp32") else "auto"]
+                "--out", str(out), "--calib-dtype", "fp32" if tool.endswith("fp32") else "auto", "--calib-inputs", inputs]
     cmd = [str(LLMC_PYTHON), str(LLMC_JOB), "--model", str(_default_lm_dir()), "--calib", str(CALIB),
            "--method", method, "--sparsity", str(sparsity), "--out", str(out)]
+    cmd += ["--no-propagate-error"] if inputs == "dense" else []
     return cmd + (["--owl-m", str(int(OWL_M)), "--owl-lambda", str(OWL_LAMBDA)] if ratios == "owl" else [])
+
+
+def _case(method: str, ratios: str, sparsity: float, inputs: str) -> str:
+    return f"{method}/{ratios}/{sparsity:g}" + ("/dense" if inputs == "dense" else "")
 
 
 def _save(results: dict, path: Path) -> None:
@@ -161,7 +170,7 @@ def _save(results: dict, path: Path) -> None:
 
 
 def run(results_path: Path, only: list[str]) -> None:
-    """Every case of CASES not yet in the results (only those named METHOD/RATIOS/SPARSITY in `only`, if any)."""
+    """Every case of CASES not yet in the results (only those named METHOD/RATIOS/SPARSITY[/dense] in `only`, if any)."""
     from safetensors.torch import save_file
 
     from owled_ros.data.wiki import calibration_windows
@@ -175,18 +184,19 @@ def run(results_path: Path, only: list[str]) -> None:
         save_file({"windows": calibration_windows(load_default_lm()[1], 64, 512).contiguous()}, str(CALIB))
     dense = _state(_default_lm_dir())
     layers = 1 + max(int(n.split(".layers.")[1].split(".")[0]) for n in dense if ".layers." in n)
-    for method, ratios, sparsity in CASES:
-        if only and f"{method}/{ratios}/{sparsity:g}" not in only:
+    for method, ratios, sparsity, inputs in CASES:
+        case = _case(method, ratios, sparsity, inputs)
+        if only and case not in only:
             continue
-        keys = {tool: f"{tool}/{method}/{ratios}/{sparsity:g}" for tool in TOOLS}
+        keys = {tool: f"{tool}/{case}" for tool in TOOLS}
         if all(k in results for k in keys.values()):
             continue
         records, states = {}, {}
         for tool, key in keys.items():
             out = WORK / key.replace("/", "_").replace(" ", "_")
             shutil.rmtree(out, ignore_errors=True)
-            record = {"tool": tool, "method": method, "ratios": ratios, "sparsity": sparsity,
-                      **_child(_command(tool, method, ratios, sparsity, out))}
+            record = {"tool": tool, "method": method, "ratios": ratios, "sparsity": sparsity, "calib_inputs": inputs,
+                      **_child(_command(tool, method, ratios, sparsity, inputs, out))}
             if "error" not in record:
                 record |= _evaluate(out)
                 states[tool] = _state(out)
@@ -209,8 +219,9 @@ def _default_lm_dir() -> Path:
     return default_lm_dir()
 
 
-def _job(method: str, ratios: str, sparsity: float) -> str:
-    return f"{'OWL-' if ratios == 'owl' else ''}{'Wanda' if method == 'wanda' else 'SparseGPT'} {sparsity:.0%}"
+def _job(method: str, ratios: str, sparsity: float, inputs: str) -> str:
+    name = f"{'OWL-' if ratios == 'owl' else ''}{'Wanda' if method == 'wanda' else 'SparseGPT'} {sparsity:.0%}"
+    return name + (", dense inputs" if inputs == "dense" else "")
 
 
 def markdown(results: dict) -> str:
@@ -223,13 +234,13 @@ def markdown(results: dict) -> str:
         "| time ratio ours/theirs | RSS ratio | anon ratio | ppl ratio | mask agreement layer 0 / mean |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for method, ratios, sparsity in CASES:
-        rows = [results.get(f"{t}/{method}/{ratios}/{sparsity:g}") for t in TOOLS]
+    for method, ratios, sparsity, inputs in CASES:
+        rows = [results.get(f"{t}/{_case(method, ratios, sparsity, inputs)}") for t in TOOLS]
         theirs = rows[-1]
         for r in rows:
             if r is None:
                 continue
-            job = _job(method, ratios, sparsity)
+            job = _job(method, ratios, sparsity, inputs)
             if "error" in r:
                 lines.append(f"| {job} | {r['tool']} | {r['wall_s']} | failed: `{r['error'][-1]}` | | | | | | | | |")
                 continue
@@ -254,9 +265,10 @@ def main() -> None:
     job.add_argument("--sparsity", type=float, required=True)
     job.add_argument("--out", required=True)
     job.add_argument("--calib-dtype", choices=("auto", "fp32", "bf16"), default="auto")
+    job.add_argument("--calib-inputs", choices=("pruned", "dense"), default="pruned")
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "llmcompressor_compare.json")
     p.add_argument("--markdown", action="store_true")
-    p.add_argument("--only", nargs="*", default=[], metavar="METHOD/RATIOS/SPARSITY", help="run only these cases, e.g. sparsegpt/uniform/0.7")
+    p.add_argument("--only", nargs="*", default=[], metavar="METHOD/RATIOS/SPARSITY", help="run only these cases, e.g. sparsegpt/uniform/0.7, wanda/uniform/0.7/dense")
     args = p.parse_args()
     if args.what == "owled-job":
         owled_job(args)

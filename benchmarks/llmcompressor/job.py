@@ -5,7 +5,7 @@ on exactly the same tokens, saves the model uncompressed (dense safetensors with
 prints one JSON line: seconds inside oneshot, whole process, peak RSS. An exception is printed verbatim and exits 1.
 
     .venv-llmcompressor/bin/python benchmarks/llmcompressor/job.py --model DIR --calib FILE \
-        --method wanda --sparsity 0.7 [--owl-m 7 --owl-lambda 0.2] --out DIR
+        --method wanda --sparsity 0.7 [--owl-m 7 --owl-lambda 0.2] [--no-propagate-error] --out DIR
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ def main() -> int:
     p.add_argument("--sparsity", type=float, required=True)
     p.add_argument("--owl-m", type=int)
     p.add_argument("--owl-lambda", type=float)
+    p.add_argument("--no-propagate-error", action="store_true",
+                   help="calibrate each layer on the dense model's activations (propagate_error=False)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     from llmcompressor import oneshot
@@ -52,6 +54,7 @@ def main() -> int:
         oneshot(
             model=model, tokenizer=tokenizer, dataset=data, recipe=modifier, num_calibration_samples=len(windows),
             max_seq_length=windows.shape[1], shuffle_calibration_samples=False,
+            propagate_error=not args.no_propagate_error,
         )
     except Exception:  # recorded verbatim in BENCHMARKS.md
         traceback.print_exc()
