@@ -155,14 +155,15 @@ def walk(
     context = compute_dtype(dtype, hidden[0].device)
     for k, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
         last = k == len(blocks) - 1
-        pruned = prunes and bool(block.layers) and inputs == "pruned"
+        # the next block sees this one's outputs after the visit pruned it: a second run
+        after_visit = prunes and bool(block.layers) and inputs == "pruned"
         store.load(block)
-        outputs_needed = not (pruned or last)
+        outputs_needed = not (after_visit or last)
         stop = None if outputs_needed else block.module
         with observe(block.layers, hessian, stop) as stats, context, calibration_attention(block.module):
             run_block(block.module, hidden, captured.calls[k], replace=outputs_needed)
         visit(k, block, stats)
-        if pruned and not last:
+        if after_visit and not last:
             with context, calibration_attention(block.module):
                 run_block(block.module, hidden, captured.calls[k], replace=True)
         store.unload(block, prunes)
