@@ -162,6 +162,33 @@ def test_action_weight_weighs_the_action_tokens_of_kl_and_task(models) -> None:
     assert {k: float(v) for k, v in same.items()} == pytest.approx({k: float(v) for k, v in plain.items()})
 
 
+def test_on_policy_steps_distil_on_the_students_own_greedy_answers(models, tmp_path: Path, monkeypatch) -> None:
+    """With --on-policy 1 every training step's answers are the student's greedy generations (not the
+    labels), the task loss is off there, and the held-out losses still use the labels."""
+    from owled_ros.train.distill import Distiller
+
+    teacher, pruned = models
+    calls: list[tuple[list[str], float | None, dict[str, float], list[str]]] = []
+    real = Distiller.losses
+
+    def recorded(self, s_feat, t_feat, states, questions, answers, action=None, task=None):
+        parts = real(self, s_feat, t_feat, states, questions, answers, action, task)
+        own = [g.text for g in self.student.generate_from(self.student.projector(s_feat), states, questions, 64)]
+        calls.append((answers, task, {k: float(v.detach()) for k, v in parts.items()}, own))
+        return parts
+
+    monkeypatch.setattr(Distiller, "losses", recorded)
+    record = recover(pruned, tmp_path / "out", _cfg(teacher, steps=3, on_policy=1.0), tmp_path / "work", resume=False, command="test")
+    assert record["on_policy"] == 1.0
+    held_out, train = [c for c in calls if c[1] is None], [c for c in calls if c[1] is not None]
+    assert len(train) == 3 and len(held_out) == 2 * 2  # 4 val examples in batches of 2, before and after
+    for answers, task, parts, own in train:
+        assert task == 0.0 and answers == own  # the student's own answers, generated before this step's update
+        assert parts["total"] == pytest.approx(parts["feature"] + parts["kl"], rel=1e-6)
+    for answers, _, parts, own in held_out:
+        assert answers != own and parts["total"] > parts["feature"] + parts["kl"]  # labels, with the task loss
+
+
 def test_bad_teacher_and_settings_exit_2_with_one_line(models, tmp_path: Path, capsys) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -181,6 +208,7 @@ def test_bad_teacher_and_settings_exit_2_with_one_line(models, tmp_path: Path, c
         (["--teacher", str(teacher), "--data", f"drivelm:{tmp_path / 'none'}"], "not found"),
         (["--teacher", str(teacher), "--augment", "-1"], "--augment must be in 0..32"),
         (["--teacher", str(teacher), "--action-weight", "0"], "--action-weight must be positive"),
+        (["--teacher", str(teacher), "--on-policy", "1.5"], "--on-policy must be a share from 0 to 1"),
     ]
     for extra, needle in cases:
         assert main(["recover", "--model", str(pruned), "--out", str(tmp_path / "out"), *extra]) == 2, extra

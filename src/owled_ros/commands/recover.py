@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=d.temperature, help="of the KL")
     p.add_argument("--action-weight", type=float, default=d.action_weight,
                    help='weight of the answer tokens from "Action:" on in the KL and task losses (description tokens: 1)')
+    p.add_argument("--on-policy", type=float, default=d.on_policy, metavar="SHARE",
+                   help="share of steps on which the student writes its own answers and learns the teacher's "
+                        "next-token distribution on them (no task loss there; default 0)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
@@ -48,6 +51,8 @@ def _config(args: argparse.Namespace):
             raise OwledError(f"--{flag.replace('_', '-')} must be 0 or more")
     if not args.action_weight > 0:
         raise OwledError("--action-weight must be positive")
+    if not 0 <= args.on_policy <= 1:
+        raise OwledError(f"--on-policy must be a share from 0 to 1, got {args.on_policy}")
     if not args.lr > 0 or not args.temperature > 0:
         raise OwledError("--lr and --temperature must be positive")
     check_data_arguments(args)
@@ -56,7 +61,7 @@ def _config(args: argparse.Namespace):
         scenes=args.scenes, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
         checkpoint_every=args.checkpoint_every, threads=args.threads, device=device, teacher=args.teacher,
         feature_weight=args.feature_weight, kl_weight=args.kl_weight, task_weight=args.task_weight, temperature=args.temperature,
-        action_weight=args.action_weight,
+        action_weight=args.action_weight, on_policy=args.on_policy,
         data=tuple(args.data or ("gen",)), val_share=args.val_share, augment=args.augment,
     )
 

@@ -145,7 +145,19 @@ class DrivingVLM(nn.Module):
         max_new_tokens: int = 48,
     ) -> list[Generation]:
         """Greedy answers, with each generated token's probability (for confidence)."""
-        embeds, mask, _ = self.lm_inputs(self.visual_embeds(images), states, questions, None, left_pad=True)
+        return self.generate_from(self.visual_embeds(images), states, questions, max_new_tokens)
+
+    @torch.no_grad()
+    def generate_from(
+        self,
+        visual: torch.Tensor,
+        states: list[VehicleState | None],
+        questions: list[str],
+        max_new_tokens: int = 48,
+    ) -> list[Generation]:
+        """`generate` from projected visual tokens: recovery (train/recover.py) lets the student
+        answer from its cached encoder features."""
+        embeds, mask, _ = self.lm_inputs(visual, states, questions, None, left_pad=True)
         out = self.lm.generate(
             inputs_embeds=embeds,
             attention_mask=mask,

@@ -57,4 +57,5 @@ class RecoverConfig(TrainConfig):
     task_weight: float = 1.0  # cross-entropy on the answer tokens
     temperature: float = 1.0  # of the KL
     action_weight: float = 1.0  # answer tokens from "Action:" on, against 1 for the description's (kl and task)
+    on_policy: float = 0.0  # share of steps whose answers the student writes itself (greedy); KL and features only there
     val_examples: int = 16  # held-out val examples on which the distillation loss is reported before and after

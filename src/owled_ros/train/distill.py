@@ -132,9 +132,11 @@ class Distiller:
         questions: list[str],
         answers: list[str],
         action: float | None = None,
+        task: float | None = None,
     ) -> dict[str, torch.Tensor]:
         """`total` and its parts for one batch; encoder features in, each model through its own projector.
-        `action` overrides the action tokens' weight (held-out losses weigh every token alike, so runs compare)."""
+        `action` overrides the action tokens' weight (held-out losses weigh every token alike, so runs compare);
+        `task` the task loss's (0 where the answers are the student's own, which are no labels)."""
         with torch.no_grad(), layer_outputs(self.teacher_layers) as t_hidden:
             t_logits, _, _ = self.teacher.answer_logits(self.teacher.projector(teacher_features), states, questions, answers)
         with layer_outputs(self.student_layers) as s_hidden:
@@ -149,5 +151,5 @@ class Distiller:
             "kl": kl_loss(s_logits, t_logits, w.temperature, token_w),
             "task": (ce * token_w).sum() / token_w.sum(),
         }
-        parts["total"] = w.feature * parts["feature"] + w.kl * parts["kl"] + w.task * parts["task"]
+        parts["total"] = w.feature * parts["feature"] + w.kl * parts["kl"] + (w.task if task is None else task) * parts["task"]
         return parts

@@ -32,6 +32,7 @@ from owled_ros.machine import peak_rss_mb
 from owled_ros.model.checkpoint import PRUNE_REPORT, carried_files, load_vlm, resolve_model_dir, save_vlm
 from owled_ros.model.vlm import DrivingVLM
 from owled_ros.model.widths import output_tokens
+from owled_ros.runtime.pipeline import PipelineConfig
 from owled_ros.train.config import RecoverConfig
 from owled_ros.train.distill import DistillWeights, Distiller, check_teacher, decoder_layers
 from owled_ros.train.mixture import load_pools
@@ -72,10 +73,25 @@ class Recoverer(Trainer):
         return name in self.linear_weights or name.startswith("projector.")
 
     def loss(self, batch: list[Example], idx: torch.Tensor, features: torch.Tensor, rng: random.Random) -> torch.Tensor:
-        parts = self.distiller.losses(features[idx], self.teacher_features[idx], [example_state(e, rng) for e in batch],
-                                      [e.question for e in batch], [e.answer for e in batch])
+        states, questions, answers = [example_state(e, rng) for e in batch], [e.question for e in batch], [e.answer for e in batch]
+        own = self.cfg.on_policy > 0 and rng.random() < self.cfg.on_policy
+        if own:
+            answers = self.own_answers(features[idx], states, questions)
+        parts = self.distiller.losses(features[idx], self.teacher_features[idx], states, questions, answers, task=0.0 if own else None)
         self.last_parts = {k: float(v.detach()) for k, v in parts.items()}
         return parts["total"]
+
+    def own_answers(self, features: torch.Tensor, states: list, questions: list[str]) -> list[str]:
+        """The student's greedy answers (on-policy distillation, as in GKD): trained only on the labels'
+        token sequences, a cut model sees at test time descriptions it wrote itself, and the step from
+        those to its decision is what it loses (docs/recovery.md); the teacher's distribution on them
+        teaches that step."""
+        self.vlm.eval()
+        with torch.no_grad():
+            answers = [g.text for g in self.vlm.generate_from(self.vlm.projector(features), states, questions,
+                                                          PipelineConfig.max_new_tokens)]
+        self.vlm.train()
+        return answers
 
     @torch.no_grad()
     def after_step(self) -> None:
