@@ -165,6 +165,7 @@ def test_action_weight_weighs_the_action_tokens_of_kl_and_task(models) -> None:
 def test_on_policy_steps_distil_on_the_students_own_greedy_answers(models, tmp_path: Path, monkeypatch) -> None:
     """With --on-policy 1 every training step's answers are the student's greedy generations (not the
     labels), the task loss is off there, and the held-out losses still use the labels."""
+    from owled_ros.runtime.pipeline import PipelineConfig
     from owled_ros.train.distill import Distiller
 
     teacher, pruned = models
@@ -173,7 +174,7 @@ def test_on_policy_steps_distil_on_the_students_own_greedy_answers(models, tmp_p
 
     def recorded(self, s_feat, t_feat, states, questions, answers, action=None, task=None):
         parts = real(self, s_feat, t_feat, states, questions, answers, action, task)
-        own = [g.text for g in self.student.generate_from(self.student.projector(s_feat), states, questions, 64)]
+        own = [g.text for g in self.student.generate_from(self.student.projector(s_feat), states, questions, PipelineConfig.max_new_tokens)]
         calls.append((answers, task, {k: float(v.detach()) for k, v in parts.items()}, own))
         return parts
 
