@@ -25,9 +25,8 @@ from owled_ros.observe import run_sample
 from owled_ros.prune.layers import Block, make_blocks
 
 IMAGE_BATCH = 8
-# Two 512-token windows per block call: the same time a block as eight on one thread, and a quarter of
-# the transient activations (8 windows' MLP and attention buffers held the streamed Wanda 70 % prune of
-# SmolLM2-135M at 755-770 MB peak RSS, 2 windows at 630-720 MB; Intel Xeon, benchmarks/BENCHMARKS.md 3).
+# Two 512-token windows per block call: the same time a block as eight on one thread, a quarter of the
+# transient activations and a lower peak RSS (docs/pruning-comparison.md, Memory).
 WINDOW_BATCH = 2
 
 
