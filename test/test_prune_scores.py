@@ -55,6 +55,14 @@ def test_statistics_stay_fp32_inside_a_bf16_walk() -> None:
     assert torch.allclose(stats.sq_sum, (rows**2).sum(0), rtol=1e-6)
 
 
+@pytest.mark.parametrize("width", [1, 3, 7, 64, 130])
+def test_gram_from_upper_tiles_is_the_full_product(width: int) -> None:
+    from owled_ros.observe import gram
+
+    rows = torch.randn(300, width)
+    assert torch.allclose(gram(rows), rows.T @ rows, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("sparsity", [0.29, 0.5, 0.7, 1 / 3])
 def test_masks_remove_the_asked_share_within_one_rounding(sparsity: float) -> None:
     scores = torch.rand(12, 100)

@@ -182,6 +182,11 @@ def test_activations_spill_past_the_budget_and_a_copy_never_writes_the_original(
     assert torch.equal(work[3], torch.ones(256, 512)) and torch.equal(work[0], torch.ones(256, 512))
     acts[2] = torch.full((256, 512), 7.0)  # the capture's own spilled slot: in place
     assert acts[2].sum().item() == 7.0 * 256 * 512
+    resident = acts[1].data_ptr()
+    acts[1] = torch.full((256, 512), 5.0)  # its own resident slot too: a walk's outputs reuse its inputs' memory
+    assert acts[1].data_ptr() == resident and acts[1].sum().item() == 5.0 * 256 * 512
+    acts[1] = torch.zeros(128, 512)  # another shape takes the slot
+    assert acts[1].shape == (128, 512)
 
 
 def test_a_prune_that_spills_everything_writes_the_same_model(tmp_path: Path, monkeypatch) -> None:

@@ -164,6 +164,8 @@ def walk(
             run_block(block.module, hidden, captured.calls[k], replace=outputs_needed)
         visit(k, block, stats)
         if after_visit and not last:
+            del stats
+            release_free_memory()  # the observing run's freed temporaries, before the second run adds its own
             with context, calibration_attention(block.module):
                 run_block(block.module, hidden, captured.calls[k], replace=True)
         store.unload(block, prunes)
