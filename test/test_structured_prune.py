@@ -108,8 +108,46 @@ def test_taylor_conflict_differs_from_taylor_and_scores_every_unit(tiny_vlm_dir:
     assert not any(p.requires_grad for p in vlm.parameters())
 
 
+def test_zeroed_units_compute_as_removed_units(tiny_vlm_dir: Path) -> None:
+    import copy
+
+    from owled_ros.prune.structured_sensitivity import _zero_units
+    from owled_ros.prune.structured_surgery import keep_mlp_channels
+
+    vlm = load_vlm(tiny_vlm_dir)
+    group = lm_groups(make_blocks(vlm, list(vlm.lm.model.layers))[0])[0]
+    x = torch.randn(2, 5, group.module.gate_proj.in_features)
+    removed = torch.tensor([0, 3, 7])
+    cut = copy.deepcopy(group.module)
+    keep_mlp_channels(cut, [u for u in range(group.units) if u not in removed.tolist()])
+    handle = _zero_units(group, removed)
+    zeroed = group.module(x)
+    handle.remove()
+    torch.testing.assert_close(zeroed, cut(x))
+    assert not torch.allclose(group.module(x), cut(x))
+
+
+def test_sensitivity_ratios_cut_the_block_that_moves_the_action_most_least(tiny_vlm_dir: Path, tmp_path: Path) -> None:
+    vlm = load_vlm(tiny_vlm_dir)
+    calib = load_calibration("scenes", 3, vlm.tokenizer, 32)
+    config = PruneConfig("wanda", "sensitivity", 0.0, 0.4, structure="channels", owl_lambda=0.2)
+    report = prune_vlm_to(vlm, calib, config, tmp_path / "out", {"source": "scenes"}, 0.0)
+    blocks = report["blocks"]["llm"]
+    sensitivity = [b["action_sensitivity"] for b in blocks]
+    assigned = [b["assigned_sparsity"] for b in blocks]
+    assert all(s >= 0 for s in sensitivity) and max(sensitivity) > min(sensitivity)
+    assert assigned[sensitivity.index(max(sensitivity))] == pytest.approx(0.2)
+    assert assigned[sensitivity.index(min(sensitivity))] == pytest.approx(0.6)
+    params = [b["params"] for b in blocks]
+    assert sum(a * n for a, n in zip(assigned, params)) / sum(params) == pytest.approx(0.4)
+    assert abs(report["achieved_sparsity"]["llm"] - 0.4) < 0.05
+
+
 @pytest.mark.parametrize("extra", [
     ["--structure", "channels", "--nm", "2:4"],
+    ["--structure", "channels", "--ratios", "sensitivity", "--calib", "dashcam", "--calib-samples", "1"],
+    ["--structure", "layers", "--ratios", "sensitivity"],
+    ["--ratios", "sensitivity"],
     ["--structure", "channels", "--importance", "taylor", "--calib", "dashcam", "--calib-samples", "1"],
     ["--structure", "channels", "--calib", "wiki", "--importance", "taylor-conflict"],
     ["--structure", "layers", "--importance", "taylor"],

@@ -38,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default="wanda", help="unstructured pruning method")
     p.add_argument("--importance", choices=IMPORTANCES, default="activation",
                    help="structured unit score: activation (gradient-free), taylor, taylor-conflict (scene vs action tasks)")
-    p.add_argument("--ratios", choices=RATIOS, default=None, help="per-block sparsity: uniform, or OWL's outlier-weighted (default owl; uniform with --nm)")
+    p.add_argument("--ratios", choices=RATIOS, default=None, help="per-block sparsity: uniform, OWL's outlier-weighted, or (--structure channels, --calib scenes) "
+                   "weighted by how much each block's cut alone moves the action (default owl; uniform with --nm)")
     p.add_argument("--sparsity", type=float, default=None, help="target sparsity S in [0, 1) (default N/M with --nm)")
     p.add_argument("--encoder-sparsity", type=float, default=None, help=f"encoder target (default {DEFAULT_ENCODER_SHARE:g} * S; 0 for wiki or --nm)")
     p.add_argument("--llm-sparsity", type=float, default=None, help="LM target (default S)")
@@ -97,6 +98,8 @@ def _config(args: argparse.Namespace):
             raise OwledError("--latency-budget-ms chooses a channel split: use it with --structure channels")
         if any(getattr(args, f) is not None for f in ("sparsity", "encoder_sparsity", "llm_sparsity")):
             raise OwledError("--latency-budget-ms picks the encoder and LM sparsities itself: drop --sparsity, --encoder-sparsity, --llm-sparsity")
+        if args.ratios == "sensitivity":
+            raise OwledError("--latency-budget-ms tries several splits from one set of dense scores; --ratios sensitivity measures one target (use owl or uniform)")
         args.encoder_sparsity, llm = max(ENCODER_SPLITS), max(LLM_SPLITS)  # the largest candidates; the chosen split replaces them
     if llm is None:
         raise OwledError("give --sparsity (or --llm-sparsity, or --nm)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
-RATIOS = ("uniform", "owl")
+RATIOS = ("uniform", "owl", "sensitivity")  # sensitivity: structured channels only (prune/structured_sensitivity.py)
 STRUCTURES = ("unstructured", "channels", "layers")  # prune/structured.py for the last two
 IMPORTANCES = ("activation", "taylor", "taylor-conflict")  # prune/structured_importance.py
 CALIB_DTYPES = ("fp32", "bf16")  # what the calibration forwards compute in (prune/calibrate.py)
@@ -56,6 +56,8 @@ class PruneConfig:
             raise ValueError(f"importance must be one of {IMPORTANCES}, got {self.importance!r}")
         if self.structure != "channels" and self.importance != "activation":
             raise ValueError(f"--importance scores channels (--structure channels); {self.structure} pruning does not use it")
+        if self.ratios == "sensitivity" and self.structure != "channels":
+            raise ValueError("--ratios sensitivity budgets channel cuts (--structure channels) by how much each block's cut moves the action")
         if self.structure != "unstructured" and self.nm is not None:
             raise ValueError(f"--structure {self.structure} removes whole channels or layers; N:M sparsity is unstructured only")
         for name in ("encoder_sparsity", "llm_sparsity"):

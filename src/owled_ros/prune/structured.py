@@ -4,7 +4,8 @@
 Per part: (1) one dense sequential pass gives OWL's outlier ratio per block and the
 activation scores (prune/structured_importance.py); Taylor scores come from one gradient
 pass over the whole dense model before anything is cut; (2) per-block sparsities from OWL
-(parameter-weighted mean exactly the target, prune/owl.py) or uniform; (3) unit counts per
+(parameter-weighted mean exactly the target, prune/owl.py), from the same formula on each block's
+action sensitivity (prune/structured_sensitivity.py), or uniform; (3) unit counts per
 group (prune/structured_budget.py); (4) the lowest-scored units are removed
 (prune/structured_surgery.py). The encoder is cut first, so the LM's pass sees the pruned
 encoder's visual tokens, as the unstructured prune does.
@@ -31,6 +32,7 @@ from owled_ros.prune.owl import owl_sparsities
 from owled_ros.prune.structured_budget import removal_counts
 from owled_ros.prune.structured_groups import ChannelGroup, encoder_groups, lm_groups
 from owled_ros.prune.structured_importance import Losses, block_influence, dense_pass, taylor_scores
+from owled_ros.prune.structured_sensitivity import block_sensitivity
 from owled_ros.prune.structured_surgery import drop_decoder_layers, keep_kv_groups, keep_mbconv_channels, keep_mlp_channels
 from owled_ros.prune.vlm import capture_encoder, capture_lm, capture_windows, encoder_blocks, lm_blocks
 
@@ -46,6 +48,7 @@ class StructuredPart:
     sparsities: list[float]  # assigned per block
     outlier_ratios: list[float] | None = None
     block_influence: list[float] | None = None
+    sensitivity: list[float] | None = None  # --ratios sensitivity: action KL of each block cut alone
     removed_units: dict[str, dict[str, int]] = field(default_factory=dict)  # block -> kind -> units removed
     dropped: list[int] = field(default_factory=list)  # indices of removed blocks (layers)
 
@@ -76,9 +79,10 @@ def window_losses(lm: PreTrainedModel) -> Losses:
     return lambda window: (lm(input_ids=window[None].to(lm.device), labels=window[None].to(lm.device), use_cache=False).loss,)
 
 
-def _block_sparsities(config: PruneConfig, outliers: list[float], removable: list[int], target: float) -> list[float]:
-    if config.ratios == "owl":
-        return owl_sparsities(outliers, removable, target, config.owl_lambda)
+def _block_sparsities(config: PruneConfig, signal: list[float], removable: list[int], target: float) -> list[float]:
+    """OWL's formula on `signal` (outlier shares, or sensitivities: the highest is cut least), or uniform."""
+    if config.ratios in ("owl", "sensitivity"):
+        return owl_sparsities(signal, removable, target, config.owl_lambda)
     return [target] * len(removable)
 
 
@@ -99,6 +103,7 @@ class ChannelPlan:
     name: str
     outlier_ratios: dict[str, float]  # block name -> OWL outlier ratio
     scores: list[torch.Tensor]  # one (units,) vector per group, in group order
+    sensitivity: dict[str, float] | None = None  # block name -> action KL when cut alone (--ratios sensitivity)
 
 
 def score_channels(name: str, blocks: list[Block], groups: list[ChannelGroup], captured, config: PruneConfig,
@@ -113,9 +118,11 @@ def cut_channels(plan: ChannelPlan, blocks: list[Block], groups: list[ChannelGro
     with_units = [b for b in blocks if b.name in plan.outlier_ratios]
     removable = [sum(g.params for g in groups if g.block == b.name) for b in with_units]
     outliers = [plan.outlier_ratios[b.name] for b in with_units]
-    sparsities = _block_sparsities(config, outliers, removable, target)
+    sensitivity = [plan.sensitivity[b.name] for b in with_units] if plan.sensitivity is not None else None
+    sparsities = _block_sparsities(config, sensitivity if config.ratios == "sensitivity" else outliers, removable, target)
     counts = removal_counts(groups, {b.name: s for b, s in zip(with_units, sparsities)})
-    part = StructuredPart(plan.name, target, with_units, removable, sparsities, outliers if config.ratios == "owl" else None)
+    part = StructuredPart(plan.name, target, with_units, removable, sparsities, outliers if config.ratios == "owl" else None,
+                          sensitivity=sensitivity)
     for g, scores in zip(groups, plan.scores):
         part.removed_units.setdefault(g.block, {})[g.kind] = counts[id(g)]
         if counts[id(g)]:
@@ -124,8 +131,14 @@ def cut_channels(plan: ChannelPlan, blocks: list[Block], groups: list[ChannelGro
 
 
 def prune_channels(name: str, blocks: list[Block], groups: list[ChannelGroup], captured, target: float, config: PruneConfig,
-                   taylor: dict[int, torch.Tensor] | None) -> StructuredPart:
-    return cut_channels(score_channels(name, blocks, groups, captured, config, taylor), blocks, groups, target, config)
+                   taylor: dict[int, torch.Tensor] | None, vlm: DrivingVLM | None = None,
+                   samples: list[VisualSample] | None = None) -> StructuredPart:
+    """Score, budget and cut one part; `--ratios sensitivity` cuts each block alone first (`vlm` on `samples`)."""
+    plan = score_channels(name, blocks, groups, captured, config, taylor)
+    if config.ratios == "sensitivity":
+        assert vlm is not None and samples is not None
+        plan.sensitivity = block_sensitivity(vlm, blocks, groups, plan.scores, target, samples, f"{name} sensitivity")
+    return cut_channels(plan, blocks, groups, target, config)
 
 
 def prune_layers(lm: PreTrainedModel, blocks: list[Block], captured, target: float, config: PruneConfig) -> StructuredPart:
@@ -203,10 +216,12 @@ def prune_vlm_structured(vlm: DrivingVLM, calib: CalibrationSet, config: PruneCo
     enc_groups = enc_groups if config.encoder_sparsity > 0 else []
     llm_groups = llm_groups if config.structure == "channels" and config.llm_sparsity > 0 else []
     taylor = vlm_taylor(vlm, calib, config, enc_groups + llm_groups)
+    samples = _sensitivity_samples(calib, config)
     parts = []
     with torch.no_grad():
         if enc_groups:
-            parts.append(prune_channels("encoder", enc_blocks, enc_groups, capture_encoder(vlm, calib), config.encoder_sparsity, config, taylor))
+            parts.append(prune_channels("encoder", enc_blocks, enc_groups, capture_encoder(vlm, calib), config.encoder_sparsity, config, taylor,
+                                        vlm, samples))
             vlm.encoder.config.mid_channels = _encoder_widths(vlm)
         else:
             parts.append(StructuredPart("encoder", 0.0, [], [], []))
@@ -215,9 +230,17 @@ def prune_vlm_structured(vlm: DrivingVLM, calib: CalibrationSet, config: PruneCo
             if config.structure == "layers":
                 parts.append(prune_layers(vlm.lm, llm_blocks, captured, config.llm_sparsity, config))
             else:
-                parts.append(prune_channels("llm", llm_blocks, llm_groups, captured, config.llm_sparsity, config, taylor))
+                parts.append(prune_channels("llm", llm_blocks, llm_groups, captured, config.llm_sparsity, config, taylor, vlm, samples))
             record_widths(vlm.lm)
     return parts
+
+
+def _sensitivity_samples(calib: CalibrationSet, config: PruneConfig) -> list[VisualSample] | None:
+    if config.ratios != "sensitivity":
+        return None
+    if calib.source != "scenes":
+        raise OwledError(f"--ratios sensitivity measures the action on labelled frames; --calib {calib.source} has none (use --calib scenes)")
+    return frame_samples(calib.samples)
 
 
 def prune_lm_structured(lm: PreTrainedModel, windows: torch.Tensor, config: PruneConfig) -> list[StructuredPart]:
@@ -226,6 +249,8 @@ def prune_lm_structured(lm: PreTrainedModel, windows: torch.Tensor, config: Prun
     groups = [g for b in blocks for g in lm_groups(b)] if config.structure == "channels" else []
     if config.importance == "taylor-conflict":
         raise OwledError("--importance taylor-conflict needs the driving answers' two tasks; a plain LM has none (use taylor or activation)")
+    if config.ratios == "sensitivity":
+        raise OwledError("--ratios sensitivity measures driving actions; a plain LM has none (use owl or uniform)")
     taylor = _taylor_for(groups, list(windows), window_losses(lm), config)
     with torch.no_grad():
         captured = capture_windows(lm, windows)

@@ -50,6 +50,8 @@ def structured_report(config: PruneConfig, parts: list[StructuredPart], dense: D
                 entry["outlier_ratio"] = part.outlier_ratios[i]
             if part.block_influence:
                 entry["block_influence"] = part.block_influence[i]
+            if part.sensitivity:
+                entry["action_sensitivity"] = part.sensitivity[i]
             if b.name in part.removed_units:
                 entry["removed_units"] = part.removed_units[b.name]
             blocks_out[part.name].append(entry)
