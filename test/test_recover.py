@@ -210,6 +210,7 @@ def test_bad_teacher_and_settings_exit_2_with_one_line(models, tmp_path: Path, c
         (["--teacher", str(teacher), "--augment", "-1"], "--augment must be in 0..32"),
         (["--teacher", str(teacher), "--action-weight", "0"], "--action-weight must be positive"),
         (["--teacher", str(teacher), "--on-policy", "1.5"], "--on-policy must be a share from 0 to 1"),
+        (["--teacher", str(teacher), "--speed-resample", "2"], "--speed-resample must be in 0..1"),
     ]
     for extra, needle in cases:
         assert main(["recover", "--model", str(pruned), "--out", str(tmp_path / "out"), *extra]) == 2, extra
@@ -243,3 +244,13 @@ def test_prune_with_recover_steps_keeps_what_was_pruned(models, tmp_path: Path, 
         assert widths == report["widths"]["llm"]["intermediate_size"] and max(widths) < 64
     else:
         assert len(vlm.lm.get_decoder().layers) == 1 and len(report["removed_layers"]) == 1
+
+
+def test_recover_reads_speed_resample_as_train_does() -> None:
+    from owled_ros.cli import build_parser
+    from owled_ros.commands.recover import _config
+
+    parser, _ = build_parser()
+    args = parser.parse_args(["recover", "--model", "m", "--out", "o", "--speed-resample", "0.5"])
+    assert _config(args).speed_resample == 0.5
+    assert _config(parser.parse_args(["recover", "--model", "m", "--out", "o"])).speed_resample == 0.0

@@ -62,7 +62,7 @@ def _config(args: argparse.Namespace):
         checkpoint_every=args.checkpoint_every, threads=args.threads, device=device, teacher=args.teacher,
         feature_weight=args.feature_weight, kl_weight=args.kl_weight, task_weight=args.task_weight, temperature=args.temperature,
         action_weight=args.action_weight, on_policy=args.on_policy,
-        data=tuple(args.data or ("gen",)), val_share=args.val_share, augment=args.augment,
+        data=tuple(args.data or ("gen",)), val_share=args.val_share, augment=args.augment, speed_resample=args.speed_resample,
     )
 
 

@@ -20,8 +20,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lora-rank", type=int, default=d.lora_rank)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--speed-resample", type=float, default=d.speed_resample,
-                   help="share of examples driven at a redrawn ego speed, relabelled by the expert (0-1)")
     p.add_argument("--prompt-cues", action="store_true",
                    help="prompt also carries the distances the speed implies (2 s gap, stop zone, braking); stored in the model")
     p.add_argument("--init-from", default="", metavar="DIR",
@@ -51,8 +49,6 @@ def run(args: argparse.Namespace) -> int:
         raise OwledError("--encoder-epochs must be 0 or more")
     if not 1 <= args.encoder_first_block <= 17:
         raise OwledError(f"--encoder-first-block must be in 1..17 (EfficientNet-Lite0 blocks), got {args.encoder_first_block}")
-    if not 0 <= args.speed_resample <= 1:
-        raise OwledError(f"--speed-resample must be in 0..1, got {args.speed_resample}")
     if not args.lr > 0:
         raise OwledError("--lr must be positive")
     if args.val_frames < 0:
@@ -76,12 +72,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_data_arguments(p: argparse.ArgumentParser, d) -> None:
-    """--data, --val-share and --augment, as `owled train` and `owled recover` both read them (defaults from `d`)."""
+    """--data, --val-share, --augment and --speed-resample, as `owled train` and `owled recover` both read them (defaults from `d`)."""
     p.add_argument("--data", action="append", default=None, metavar="SPEC",
                    help="training source, repeatable: gen | drivelm:PATH | sim:DIR, optionally @WEIGHT (default: gen; docs/own-data.md)")
     p.add_argument("--val-share", type=float, default=d.val_share, help="share of a file source's scenes held out for validation")
     p.add_argument("--augment", type=int, default=d.augment, metavar="N",
                    help="also train on N camera variations of each file-source frame: exposure, colour, blur, JPEG, framing (docs/own-data.md)")
+    p.add_argument("--speed-resample", type=float, default=d.speed_resample,
+                   help="share of examples driven at a redrawn ego speed, relabelled by the expert (0-1)")
 
 
 def check_data_arguments(args: argparse.Namespace) -> None:
@@ -93,4 +91,6 @@ def check_data_arguments(args: argparse.Namespace) -> None:
         raise OwledError(f"--augment must be in 0..32, got {args.augment}")
     if not 0 < args.val_share < 1:
         raise OwledError("--val-share must be in (0, 1)")
+    if not 0 <= args.speed_resample <= 1:
+        raise OwledError(f"--speed-resample must be in 0..1, got {args.speed_resample}")
     data_specs(args.data or ["gen"])
