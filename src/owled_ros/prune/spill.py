@@ -75,7 +75,8 @@ def spill_beyond(max_memory_mb: float | None, directory: Path, activation_bytes:
 
 
 class Activations:
-    """One tensor per calibration batch; the ones past the budget are file-backed."""
+    """One tensor per calibration batch; the ones past the budget are file-backed. A tensor appended
+    belongs to the list from then on: replacing it writes into it."""
 
     def __init__(self, policy: SpillPolicy | None = None) -> None:
         self.policy = policy if policy is not None else _policy

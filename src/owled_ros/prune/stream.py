@@ -199,7 +199,7 @@ def prune_lm_dir(src: Path, windows: torch.Tensor, config: PruneConfig, out: Pat
         captured = None
         if config.method != "magnitude" or config.ratios != "uniform":
             ids = _compact_embedding(lm, windows)
-            lm.get_output_embeddings().to("meta")  # written; a tied head took the full table with it
+            lm.get_output_embeddings().to("meta")  # written; a tied head still held the full table
             captured = capture_windows(lm, ids)
         for module in (lm.get_input_embeddings(), lm.get_output_embeddings()):
             module.to("meta")  # the capture was their last use
